@@ -1,0 +1,36 @@
+"""Shared paths and loaders for the monitoring tests (rules, dashboards, Alertmanager config)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+RULES_DIR = REPO / "roles/prometheus/files/etc/prometheus/rules"
+RULE_TESTS_DIR = Path(__file__).resolve().parent / "rules"
+DASHBOARDS_DIR = REPO / "roles/grafana/files/var/lib/grafana/dashboards/gept"
+RUNBOOK = REPO / "docs/runbook.md"
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def rule_files() -> list[Path]:
+    return sorted(RULES_DIR.glob("*.rules.yml"))
+
+
+def alert_rules(path: Path) -> list[dict[str, Any]]:
+    return [r for g in load_yaml(path)["groups"] for r in g["rules"] if "alert" in r]
+
+
+def require_tool(name: str) -> str:
+    """Path of a controller tool; fail (not skip) when missing: setup-controller.sh installs it."""
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} not found on PATH: run scripts/setup-controller.sh (apt: prometheus, prometheus-alertmanager)")
+    return found
