@@ -1,0 +1,53 @@
+# gept-infra: one entry point for setup, lint, tests and the demo.
+# `make test` is what CI runs (.ci/run); `make demo` / `make demo-down` run the local host.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+# Molecule scenarios CI runs, in order.
+SCENARIOS ?= default legacy
+
+.PHONY: help setup lint lint-ansible lint-yaml lint-python syntax unit molecule test demo demo-down clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+setup: ## install controller prerequisites (apt, Docker engine, venv, npm, base image, demo vault)
+	scripts/setup-controller.sh
+
+lint: lint-yaml lint-ansible lint-python syntax ## every linter, zero findings
+
+lint-yaml:
+	yamllint --strict .
+
+lint-ansible:
+	ansible-lint --offline --strict
+
+lint-python:
+	ruff check .
+	ruff format --check --diff files tests molecule scripts benchmarks 2>/dev/null || ruff format --check .
+
+syntax: ## syntax-check the root playbooks with the default (production) inventory
+	ansible-playbook site.yml --syntax-check
+	ansible-playbook stop_legacy.yml --syntax-check
+	@for p in playbooks/*.yml; do ansible-playbook "$$p" --syntax-check >/dev/null || exit 1; done
+
+unit: ## controller-side tests only (unit, PostgreSQL, PGlite, promtool, secret scan)
+	pytest tests -m "not molecule"
+
+molecule: ## molecule test for each scenario in SCENARIOS
+	@for s in $(SCENARIOS); do echo "=== molecule test -s $$s ==="; molecule test -s "$$s" || exit 1; done
+
+test: setup lint ## what CI runs: setup, lint, then one pytest session (controller tests, then Molecule scenarios)
+	GEPT_SCENARIOS="$(SCENARIOS)" pytest tests
+
+demo: setup ## boot the local demo host and run site.yml against it
+	scripts/demo.sh up
+
+demo-down: ## remove the demo host
+	scripts/demo.sh down
+
+clean: demo-down ## remove the demo and the venv
+	rm -rf $(VENV)

@@ -1,0 +1,39 @@
+"""Shared Testinfra helpers for every Molecule scenario (pytest finds this conftest for all
+tests below molecule/). The pattern: when a service is not what a test expects, print its
+journal before failing, so a red CI run says why."""
+
+import pytest
+
+
+def _journal(host, unit: str, lines: int = 60) -> str:
+    out = host.run(
+        f"journalctl -u {unit} -n {lines} --no-pager 2>&1; "
+        f"systemctl status {unit} --no-pager 2>&1 | head -n 20"
+    )
+    return out.stdout
+
+
+def assert_running(host, unit: str, enabled: bool = True) -> None:
+    """Assert a systemd unit is active (and enabled); on failure print its journal."""
+    svc = host.service(unit)
+    if not svc.is_running or (enabled and not svc.is_enabled):
+        pytest.fail(
+            f"{unit}: running={svc.is_running} enabled={svc.is_enabled}\n"
+            f"--- journal of {unit} ---\n{_journal(host, unit)}"
+        )
+
+
+@pytest.fixture
+def running():
+    return assert_running
+
+
+def wait_for(host, command: str, attempts: int = 30, delay: float = 2.0):
+    """Run `command` in the host until it exits 0, at most `attempts` times (bounded)."""
+    result = None
+    for _ in range(attempts):
+        result = host.run(command)
+        if result.rc == 0:
+            return result
+        host.run(f"sleep {delay}")
+    return result

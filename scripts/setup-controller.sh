@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Install everything the controller needs to lint, test and run the demo, on a fresh
+# Debian machine: apt packages, the Docker engine, the Python venv, npm packages, the base
+# image and the demo vault. Idempotent; each step skips what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+log() { printf '[setup] %s\n' "$*"; }
+export DEBIAN_FRONTEND=noninteractive
+
+# --- apt packages used on the controller by tests ---------------------------------------
+# Each area lists its own; keep one package per line in its block.
+APT_PACKAGES=(
+  # foundation: harness
+  docker.io debootstrap git make
+  # database and collectors: a real PostgreSQL for integration tests
+  postgresql postgresql-client
+  # monitoring: promtool / amtool for rule and config tests
+  prometheus prometheus-alertmanager
+  # collectors: headless browser for the dashboard screenshot test
+  chromium
+)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  log "apt install ${missing[*]}"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The packaged daemons are not wanted running on the controller; tests start their own.
+for unit in prometheus prometheus-alertmanager prometheus-node-exporter postgresql; do
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$unit" 2>/dev/null; then
+    systemctl stop "$unit" || true
+  fi
+done
+
+# --- Python venv ---------------------------------------------------------------------
+if [[ ! -x .venv/bin/ansible-playbook ]] || ! cmp -s requirements.txt .venv/.requirements.txt; then
+  log "python venv (.venv) from requirements.txt"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -r requirements.txt
+  cp requirements.txt .venv/.requirements.txt
+fi
+
+# --- npm packages (the PGlite TimescaleDB engine for full-edition tests) ----------------
+if [[ -f tests/pglite/package.json ]] && [[ ! -d tests/pglite/node_modules ]]; then
+  log "npm ci (tests/pglite)"
+  (cd tests/pglite && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# --- Docker engine and the systemd base image ----------------------------------------
+scripts/ensure-docker.sh
+scripts/build-base-image.sh
+
+# --- Demo/test vault (random secrets, encrypted, git-ignored) ----------------------------
+scripts/demo-vault.sh
+log "controller ready"
