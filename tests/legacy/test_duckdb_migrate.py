@@ -1,0 +1,184 @@
+"""The DuckDB -> PostgreSQL migration script (roles/duckdb_migration/files/gept-duckdb-migrate.py)
+against a real, throwaway PostgreSQL with the real schema and real DuckDB files: rows and sums
+equal, a re-run writes nothing, naive timestamps read as the configured zone, bad or missing
+files change nothing, and a conflicting row is found by the verification and rolled back."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+duckdb = pytest.importorskip("duckdb")
+psycopg2 = pytest.importorskip("psycopg2")
+
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "roles" / "duckdb_migration" / "files" / "gept-duckdb-migrate.py"
+MIGRATIONS = sorted((ROOT / "roles" / "timescaledb" / "files" / "migrations").glob("*.sql"))
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def db(pg, request: pytest.FixtureRequest) -> Iterator[str]:
+    name = "mig_" + request.node.name.lower().replace("[", "_").replace("]", "")[:40]
+    pg.execute("postgres", f'DROP DATABASE IF EXISTS "{name}"', autocommit=True)
+    pg.execute("postgres", f'CREATE DATABASE "{name}"', autocommit=True)
+    for migration in MIGRATIONS:
+        pg.execute(name, migration.read_text())
+    yield name
+    pg.execute("postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', autocommit=True)
+
+
+def make_duckdb(tmp: Path, players: int = 500, items: int = 40) -> tuple[Path, Path]:
+    """The seed's two files: naive timestamps (local = UTC here) and the mapping's fields."""
+    pc, it = tmp / "player_counts.duckdb", tmp / "items.duckdb"
+    with duckdb.connect(str(pc)) as con:
+        con.execute("CREATE TABLE player_counts (ts TIMESTAMP PRIMARY KEY, count INTEGER)")
+        con.executemany(
+            "INSERT INTO player_counts VALUES (?, ?)",
+            [
+                ((T0 + timedelta(minutes=i)).replace(tzinfo=None), 60000 + (i * 37) % 9000)
+                for i in range(players)
+            ],
+        )
+    with duckdb.connect(str(it)) as con:
+        con.execute(
+            "CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR, examine VARCHAR, members BOOLEAN, "
+            'lowalch INTEGER, highalch INTEGER, "limit" INTEGER, value INTEGER, icon VARCHAR)'
+        )
+        con.executemany(
+            "INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    900000 + i,
+                    f"Test item {i}",
+                    f"Examine {i}",
+                    i % 2 == 0,
+                    i * 4,
+                    i * 6,
+                    None if i % 5 == 0 else 100 + i,
+                    i * 10,
+                    f"Test_item_{i}.png",
+                )
+                for i in range(items)
+            ],
+        )
+    return pc, it
+
+
+def config(tmp: Path, pc: Path, it: Path) -> Path:
+    cfg = {
+        "tables": [
+            {
+                "name": "player_counts",
+                "file": str(pc),
+                "source_table": "player_counts",
+                "target_table": "player_counts",
+                "columns": {"timestamp": "ts", "player_count": "count"},
+                "key": ["timestamp"],
+                "on_conflict": "nothing",
+                "sum_columns": ["player_count"],
+                "source_timezone": "UTC",
+            },
+            {
+                "name": "items",
+                "file": str(it),
+                "source_table": "items",
+                "target_table": "items",
+                "columns": {
+                    "item_id": "id",
+                    "name": "name",
+                    "examine": "examine",
+                    "members": "members",
+                    "lowalch": "lowalch",
+                    "highalch": "highalch",
+                    "ge_limit": '"limit"',
+                    "value": "value",
+                    "icon": "icon",
+                },
+                "key": ["item_id"],
+                "on_conflict": "update",
+                "sum_columns": ["item_id", "lowalch", "highalch", "ge_limit", "value"],
+                "source_timezone": "UTC",
+            },
+        ]
+    }
+    path = tmp / "migration.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def run(pg, db: str, cfg: Path, *extra: str) -> tuple[int, dict]:
+    env = {**os.environ, **pg.libpq_env(db)}
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--config", str(cfg), *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    print(proc.stdout, proc.stderr)
+    return proc.returncode, json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_migrates_everything_with_equal_sums_and_rerun_writes_nothing(pg, db, tmp_path):
+    pc, it = make_duckdb(tmp_path)
+    cfg = config(tmp_path, pc, it)
+    rc, report = run(pg, db, cfg)
+    assert rc == 0 and report["changed"] is True
+    by = {t["table"]: t for t in report["tables"]}
+    assert by["player_counts"]["inserted"] == 500 and by["items"]["inserted"] == 40
+    for t in report["tables"]:
+        assert t["verified"] and t["duckdb_rows"] == t["identical_in_postgresql"]
+        assert t["duckdb_sums"] == t["postgresql_sums"]
+    # Independent check of the values PostgreSQL holds now.
+    expected_sum = sum(60000 + (i * 37) % 9000 for i in range(500))
+    assert pg.execute(db, "SELECT count(*), sum(player_count) FROM player_counts") == [(500, expected_sum)]
+    first = pg.execute(db, "SELECT extract(epoch FROM min(timestamp))::bigint FROM player_counts")[0][0]
+    assert first == int(T0.timestamp()), "naive DuckDB timestamps must be read as UTC"
+    assert pg.execute(db, "SELECT ge_limit, name FROM items WHERE item_id = 900005") == [
+        (None, "Test item 5")
+    ]
+
+    rc, again = run(pg, db, cfg)
+    assert rc == 0 and again["changed"] is False
+    assert all(t["inserted"] == 0 and t["updated"] == 0 and t["verified"] for t in again["tables"])
+
+
+def test_missing_or_bad_file_changes_nothing(pg, db, tmp_path):
+    pc, it = make_duckdb(tmp_path)
+    bad = tmp_path / "items_bad.duckdb"
+    bad.write_bytes(b"this is not a duckdb file" * 100)
+    for broken in (tmp_path / "absent.duckdb", bad):
+        rc, report = run(pg, db, config(tmp_path, pc, broken))
+        assert rc == 2 and report["error"] == "input" and str(broken) in report["message"]
+    assert pg.execute(db, "SELECT count(*) FROM player_counts") == [(0,)], (
+        "the good file must not be half-moved"
+    )
+
+
+def test_conflicting_row_fails_verification_and_rolls_back(pg, db, tmp_path):
+    pc, it = make_duckdb(tmp_path, players=10)
+    # PostgreSQL already holds a different count for a minute DuckDB also has.
+    pg.execute(db, "INSERT INTO player_counts VALUES (%s, 1)", (T0 + timedelta(minutes=3),))
+    rc, report = run(pg, db, config(tmp_path, pc, it))
+    assert rc == 3 and report["error"] == "verification" and "player_counts" in report["message"]
+    assert pg.execute(db, "SELECT count(*) FROM player_counts") == [(1,)]
+    assert pg.execute(db, "SELECT count(*) FROM items") == [(0,)], "one transaction: nothing kept"
+
+
+def test_check_only_reads_without_writing(pg, db, tmp_path):
+    pc, it = make_duckdb(tmp_path, players=7, items=3)
+    rc, report = run(pg, db, config(tmp_path, pc, it), "--check-only")
+    assert rc == 0 and [t["duckdb_rows"] for t in report["tables"]] == [7, 3]
+    assert pg.execute(db, "SELECT count(*) FROM player_counts") == [(0,)]
