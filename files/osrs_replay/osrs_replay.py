@@ -72,20 +72,13 @@ _WIKI_NAMESPACES = ["", "Exchange:", "Module:Exchange/", "Talk:", "User:", "Upda
 
 
 def _mix(*values: int) -> int:
-    """splitmix64 over the values: a fast, well-distributed integer hash."""
-    x = 0x9E3779B97F4A7C15
-    for v in values:
-        x = (x ^ (v & MASK64)) & MASK64
-        x = (x + 0x9E3779B97F4A7C15) & MASK64
-        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
-        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & MASK64
-        x ^= x >> 31
-    return x
+    """A fast deterministic 64-bit hash of integers (CPython's tuple hash is seed-free for ints)."""
+    return hash(values) & MASK64
 
 
 def _unit(*values: int) -> float:
     """A deterministic float in [0, 1) from the values."""
-    return _mix(*values) / 2.0**64
+    return (hash(values) & MASK64) / 2.0**64
 
 
 class Market:
@@ -109,11 +102,13 @@ class Market:
         self.base_log_price: dict[int, float] = {}
         self.activity: dict[int, float] = {}
         self.volume_scale: dict[int, float] = {}
+        self.spread: dict[int, float] = {}
         for i in self.tradeable:
             # Log-uniform base price between 1 gp and ~2 billion gp, skewed to cheap items.
             self.base_log_price[i] = math.log(1.0 + 10 ** (_unit(seed, 3, i) ** 1.6 * 9.2))
             self.activity[i] = 0.35 + 0.65 * _unit(seed, 4, i)
             self.volume_scale[i] = 10 ** (4.5 - 4.2 * _unit(seed, 5, i) ** 0.7)
+            self.spread[i] = 1.0 + 0.004 + 0.02 * _unit(seed, 20, i)
         # About 8 % of tradeable items never traded at all: absent from /latest.
         self.never_traded = {i for i in self.tradeable if _unit(seed, 6, i) < 0.08}
         # Some items have only ever traded one way: null high (or low) in /latest.
@@ -129,14 +124,16 @@ class Market:
         b = _unit(self.seed, 10 + scale, item, k + 1) * 2 - 1
         return a + (b - a) * frac
 
-    def price(self, item: int, t: float, side: str) -> int:
-        """The item's price at unix time t: a multi-scale walk around its base price."""
+    def prices(self, item: int, t: float) -> tuple[int, int]:
+        """The item's (high, low) price at unix time t: a multi-scale walk around its base."""
         walk = (0.010 * self._noise(item, 300, t) + 0.035 * self._noise(item, 3600, t)
                 + 0.080 * self._noise(item, 86400, t) + 0.150 * self._noise(item, 604800, t))
-        spread = 1.0 + 0.004 + 0.02 * _unit(self.seed, 20, item)
         mid = math.exp(self.base_log_price[item] + walk)
-        value = mid * spread if side == "high" else mid / spread
-        return max(1, round(value))
+        spread = self.spread[item]
+        return max(1, round(mid * spread)), max(1, round(mid / spread))
+
+    def price(self, item: int, t: float, side: str) -> int:
+        return self.prices(item, t)[0 if side == "high" else 1]
 
     def window_data(self, series: str, start: int, null_prices: bool = False) -> dict[str, Any]:
         """The /5m or /1h answer for the window starting at `start`."""
@@ -158,12 +155,12 @@ class Market:
                 low_traded = False
             if null_prices:
                 low_traded = _unit(self.seed, 33, item, start) < 0.5
-            mid_t = start + length / 2
+            high, low = self.prices(item, start + length / 2)
             vol = self.volume_scale[item] * max(hours, 1 / 12)
             entry: dict[str, int | None] = {
-                "avgHighPrice": self.price(item, mid_t, "high") if high_traded else None,
+                "avgHighPrice": high if high_traded else None,
                 "highPriceVolume": 1 + int(vol * _unit(self.seed, 34, item, start)) if high_traded else 0,
-                "avgLowPrice": self.price(item, mid_t, "low") if low_traded else None,
+                "avgLowPrice": low if low_traded else None,
                 "lowPriceVolume": 1 + int(vol * _unit(self.seed, 35, item, start)) if low_traded else 0,
             }
             data[str(item)] = entry

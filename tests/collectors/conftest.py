@@ -95,7 +95,8 @@ class PgCluster:
     def start(self) -> None:
         opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off " \
                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=60"
-        self._run(self.bin / "pg_ctl", "-D", self.data, "-o", opts, "-l", self.dir / "log", "-w", "-t", "60", "start")
+        self._run(self.bin / "pg_ctl", "-D", self.data, "-o", opts, "-l", self.dir / "log", "-w", "-t", "60",
+                  "start")
 
     def pid(self) -> int | None:
         pidfile = self.data / "postmaster.pid"
@@ -190,7 +191,7 @@ class Replay:
         return f"{self.base}/api/v1/osrs"
 
     def get(self, path: str, agent: str = USER_AGENT) -> tuple[int, bytes]:
-        req = urllib.request.Request(self.base + path, headers={"User-Agent": agent})
+        req = urllib.request.Request(self.base + path, headers={"User-Agent": agent})  # noqa: S310
         try:
             with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
                 return resp.status, resp.read()
@@ -199,11 +200,11 @@ class Replay:
 
     def fault(self, kind: str, path: str = "", count: int = -1, delay: float = 5.0) -> None:
         body = json.dumps({"kind": kind, "path": path, "count": count, "delay": delay}).encode()
-        req = urllib.request.Request(self.base + "/_control/faults", data=body, method="POST")
+        req = urllib.request.Request(self.base + "/_control/faults", data=body, method="POST")  # noqa: S310
         urllib.request.urlopen(req, timeout=5).close()  # noqa: S310
 
     def clear(self) -> None:
-        req = urllib.request.Request(self.base + "/_control/faults", method="DELETE")
+        req = urllib.request.Request(self.base + "/_control/faults", method="DELETE")  # noqa: S310
         urllib.request.urlopen(req, timeout=5).close()  # noqa: S310
 
     def stop(self) -> None:
@@ -218,9 +219,9 @@ class Replay:
 
 def start_replay(tmp: Path, window_5m: int = 1, window_1h: int = 3, *extra: str) -> Replay:
     port_file = tmp / f"replay-{time.monotonic_ns()}.port"
-    proc = subprocess.Popen([sys.executable, str(REPLAY), "--port", "0", "--port-file", str(port_file),
-                             "--control", "--window-5m", str(window_5m), "--window-1h", str(window_1h), *extra],
-                            stdout=subprocess.DEVNULL)
+    cmd = [sys.executable, str(REPLAY), "--port", "0", "--port-file", str(port_file), "--control",
+           "--window-5m", str(window_5m), "--window-1h", str(window_1h), *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
     wait_until(lambda: port_file.exists() and port_file.read_text().strip(), 15, what="replay port file")
     replay = Replay(proc, int(port_file.read_text()), window_5m, window_1h)
     wait_until(lambda: replay.get("/api/v1/osrs/mapping")[0] == 200, 15, what="replay answering")
@@ -307,11 +308,13 @@ class Launcher:
         env.update({k.upper(): str(v) for k, v in overrides.items()})
         return env
 
-    def start(self, name: str, db: str, replay: Replay | None, interval: float = 1.0, **overrides: Any) -> Proc:
+    def start(self, name: str, db: str, replay: Replay | None, interval: float = 1.0,
+              **overrides: Any) -> Proc:
         port = free_port()
         key = name.upper()
-        env = self.env(db, replay, **{f"GEPT_{key}_METRICS_PORT": port, f"GEPT_{key}_INTERVAL_SECONDS": interval,
-                                      f"GEPT_{key}_OFFSET_SECONDS": 0.25}, **overrides)
+        own = {f"GEPT_{key}_METRICS_PORT": port, f"GEPT_{key}_INTERVAL_SECONDS": interval,
+               f"GEPT_{key}_OFFSET_SECONDS": 0.25}
+        env = self.env(db, replay, **own, **overrides)
         if name == "dashboard":
             env["GEPT_DASHBOARD_PORT"] = str(port)
         script = "dashboard.py" if name == "dashboard" else f"collector_{name}.py"
