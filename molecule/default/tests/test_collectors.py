@@ -1,0 +1,114 @@
+"""Collectors area (issue 4): every collector unit and the dashboard active and hardened,
+every metrics endpoint answering, rows arriving from the bundled OSRS API replay (the demo
+host's base URL), and the systemd-analyze security exposure of each unit printed."""
+
+import json
+import re
+
+import pytest
+from conftest import assert_running, wait_for
+
+COLLECTORS = {"latest": 9201, "fivemin": 9202, "hourly": 9203, "news": 9204, "playercount": 9205,
+              "items": 9206}
+UNITS = [f"gept-collector-{name}" for name in COLLECTORS] + ["gept-dashboard"]
+TABLES = {"latest": "prices_latest_1m", "fivemin": "price_data_5min", "hourly": "prices_1h",
+          "news": "osrs_news", "playercount": "player_counts", "items": "items"}
+EXPOSURE_MAX = 2.0
+
+
+def psql(host, sql: str) -> str:
+    cmd = f"cd /tmp && runuser -u postgres -- psql -d gept -Atc {sql!r}"
+    out = host.run(cmd)
+    assert out.rc == 0, out.stderr
+    return out.stdout.strip()
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_unit_active_enabled_and_unprivileged(host, unit):
+    assert_running(host, unit)
+    user = host.run(f"systemctl show -P User {unit}").stdout.strip()
+    assert user in ("gept-collector", "gept-dashboard")
+    assert host.user(user).shell == "/usr/sbin/nologin"
+    props = host.run(f"systemctl show -p Restart -p NoNewPrivileges -p ProtectSystem {unit}").stdout
+    for expected in ("Restart=on-failure", "NoNewPrivileges=yes", "ProtectSystem=strict"):
+        assert expected in props, props
+
+
+def test_security_exposure_of_every_unit(host):
+    scores = {}
+    for unit in UNITS + ["gept-osrs-replay"]:
+        out = host.run(f"systemd-analyze security --no-pager {unit}.service")
+        match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", out.stdout)
+        assert match, out.stdout + out.stderr
+        scores[unit] = float(match.group(1))
+    print("\nsystemd-analyze security exposure (lower is better, limit 2.0):")
+    for unit, score in sorted(scores.items()):
+        print(f"  {unit:32s} {score:.1f}")
+    assert all(s <= EXPOSURE_MAX for s in scores.values()), scores
+
+
+def test_env_file_is_private(host):
+    env = host.file("/etc/gept/collectors.env")
+    assert env.user == "gept-collector" and env.mode == 0o600
+    dash = host.file("/etc/gept/dashboard.env")
+    assert dash.user == "gept-dashboard" and dash.mode == 0o600
+
+
+def test_release_layout(host):
+    current = host.file("/opt/gept/collectors/current")
+    assert current.is_symlink and current.linked_to.startswith("/opt/gept/collectors/releases/")
+    assert host.file(f"{current.linked_to}/.complete").exists
+    assert host.file(f"{current.linked_to}/venv/bin/python").exists
+    assert not host.file(f"{current.linked_to}/app/tests").exists
+
+
+@pytest.mark.parametrize("name,port", COLLECTORS.items())
+def test_metrics_endpoint_answers_on_localhost(host, name, port):
+    out = wait_for(host, f"curl -fsS http://127.0.0.1:{port}/metrics | grep -q '^gept_{name}_requests_total'",
+                   attempts=20, delay=2)
+    assert out.rc == 0, f"gept_{name} metrics not answering on 127.0.0.1:{port}"
+    listen = host.socket(f"tcp://127.0.0.1:{port}")
+    assert listen.is_listening
+
+
+@pytest.mark.parametrize("name", COLLECTORS)
+def test_rows_arrive_from_the_replay(host, name):
+    table = TABLES[name]
+    count = f"runuser -u postgres -- psql -d gept -Atc 'SELECT count(*) FROM {table}'"
+    out = wait_for(host, f"cd /tmp && test $({count}) -gt 0", attempts=45, delay=2)
+    journal = host.run(f"journalctl -u gept-collector-{name} -n 40 --no-pager").stdout
+    assert out.rc == 0, f"no rows in {table}\n{journal}"
+    metrics = host.run(f"curl -fsS http://127.0.0.1:{COLLECTORS[name]}/metrics").stdout
+    inserted = re.search(rf"^gept_{name}_rows_inserted_total ([0-9.e+]+)$", metrics, re.M)
+    assert inserted and float(inserted.group(1)) > 0
+
+
+def test_fivemin_ledger_has_no_gap(host):
+    wait_for(host, "curl -fsS http://127.0.0.1:9202/metrics | grep -q '^gept_fivemin_missing_windows 0.0'",
+             attempts=60, delay=2)
+    gaps = psql(host, "SELECT count(*) FROM (SELECT window_start - lag(window_start) OVER "
+                      "(ORDER BY window_start) AS d FROM collection_windows WHERE series = '5m') s "
+                      "WHERE d <> interval '5 minutes'")
+    assert gaps == "0"
+    assert int(psql(host, "SELECT count(*) FROM collection_windows WHERE series = '5m'")) >= 12
+
+
+def test_dashboard_health_and_status(host):
+    out = wait_for(host, "curl -fsS http://127.0.0.1:8080/health", attempts=30, delay=2)
+    assert out.rc == 0 and out.stdout.startswith("ok"), out.stdout
+    status = json.loads(host.run("curl -fsS http://127.0.0.1:8080/api/status").stdout)
+    assert status["database"]["ok"]
+    assert {c["collector"] for c in status["collectors"] if c["up"]} == set(COLLECTORS)
+    page = host.run("curl -fsS http://127.0.0.1:8080/").stdout
+    assert "price_data_5min" in page
+    assert "gept_dashboard_requests_total" in host.run("curl -fsS http://127.0.0.1:8080/metrics").stdout
+    assert host.socket("tcp://127.0.0.1:8080").is_listening
+
+
+def test_sigterm_stops_a_collector_quickly(host):
+    out = host.run("systemctl restart gept-collector-latest && sleep 2 && s=$(date +%s%N) && "
+                   "systemctl stop gept-collector-latest && e=$(date +%s%N) && "
+                   "echo $(( (e - s) / 1000000 )) && systemctl start gept-collector-latest")
+    assert out.rc == 0, out.stderr
+    assert int(out.stdout.strip().splitlines()[-1]) < 5000
+    assert_running(host, "gept-collector-latest")
