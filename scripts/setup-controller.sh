@@ -18,6 +18,8 @@ APT_PACKAGES=(
   prometheus prometheus-alertmanager
   # collectors: headless browser for the dashboard screenshot test
   chromium
+  # collectors: PgBouncer for the benchmark's "inserts through the pooler" figure
+  pgbouncer
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -29,7 +31,7 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # The packaged daemons are not wanted running on the controller; tests start their own.
-for unit in prometheus prometheus-alertmanager prometheus-node-exporter postgresql; do
+for unit in prometheus prometheus-alertmanager prometheus-node-exporter postgresql pgbouncer; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$unit" 2>/dev/null; then
     systemctl stop "$unit" || true
   fi
