@@ -320,6 +320,12 @@ class Replay(ThreadingHTTPServer):
         self.cache: OrderedDict[tuple[str, int, bool], bytes] = OrderedDict()
         self.cache_lock = threading.Lock()
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up mid-answer (e.g. a collector stopping) is not an error."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
     def window_bytes(self, series: str, start: int, null_prices: bool) -> bytes:
         key = (series, start, null_prices)
         with self.cache_lock:
