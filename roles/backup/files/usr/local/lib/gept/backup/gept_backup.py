@@ -38,7 +38,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -232,7 +232,12 @@ class Fingerprint:
     window: list[str] | None = None  # [start, end] as ISO text, both inclusive
 
     def as_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows, "checksum": self.checksum, "time_column": self.time_column, "window": self.window}
+        return {
+            "rows": self.rows,
+            "checksum": self.checksum,
+            "time_column": self.time_column,
+            "window": self.window,
+        }
 
 
 def time_column(cur, qualified: str) -> str | None:
@@ -254,7 +259,9 @@ def time_column(cur, qualified: str) -> str | None:
     return row[0] if row else None
 
 
-def fingerprint(cur, qualified: str, sample_window: timedelta, like: Fingerprint | None = None) -> Fingerprint:
+def fingerprint(
+    cur, qualified: str, sample_window: timedelta, like: Fingerprint | None = None
+) -> Fingerprint:
     """Row count of the whole table and an order-independent checksum (sum of row-text
     hashes) over a sample window: the newest `sample_window` of rows by the time column, or
     the very window of `like` when comparing a restored copy with its source."""
@@ -265,8 +272,12 @@ def fingerprint(cur, qualified: str, sample_window: timedelta, like: Fingerprint
     tcol = like.time_column if like else time_column(cur, qualified)
     window = like.window if like else None
     if tcol and like is None:
-        cur.execute(sql.SQL("SELECT max({c})::text, (max({c}) - %s)::text FROM {t}").format(
-            c=sql.Identifier(tcol), t=ident), (sample_window,))
+        cur.execute(
+            sql.SQL("SELECT max({c})::text, (max({c}) - %s)::text FROM {t}").format(
+                c=sql.Identifier(tcol), t=ident
+            ),
+            (sample_window,),
+        )
         hi, lo = cur.fetchone()
         window = [lo, hi] if hi is not None else None
     where = sql.SQL("")
@@ -275,7 +286,9 @@ def fingerprint(cur, qualified: str, sample_window: timedelta, like: Fingerprint
         where = sql.SQL(" WHERE {c} BETWEEN %s AND %s").format(c=sql.Identifier(tcol))
         params = (window[0], window[1])
     cur.execute(
-        sql.SQL("SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0)::text FROM {} t").format(ident)
+        sql.SQL("SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0)::text FROM {} t").format(
+            ident
+        )
         + where,
         params,
     )
@@ -337,7 +350,8 @@ def resolve_tables(cur, names: list[str]) -> list[str]:
     found: list[str] = []
     for name in names:
         cur.execute(
-            "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            "SELECT n.nspname || '.' || c.relname"
+            "  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
             " WHERE c.oid = to_regclass(%s) AND c.relkind IN ('r', 'p')",
             (name,),
         )
@@ -424,14 +438,23 @@ def take_dump(cfg: Config) -> None:
             excluded = data_exclusions(cur, tables, tsdb is not None)
             prints = {t: fingerprint(cur, t, cfg.sample_window).as_dict() for t in tables}
             cmd = [
-                str(cfg.bindir / "pg_dump"), f"--host={cfg.pghost}", f"--port={cfg.pgport}",
-                "--format=custom", f"--compress={cfg.dump_compress}", f"--snapshot={snapshot}",
-                f"--file={partial}", "--no-password",
+                str(cfg.bindir / "pg_dump"),
+                f"--host={cfg.pghost}",
+                f"--port={cfg.pgport}",
+                "--format=custom",
+                f"--compress={cfg.dump_compress}",
+                f"--snapshot={snapshot}",
+                f"--file={partial}",
+                "--no-password",
             ]
             cmd += [f"--exclude-table-data={quote_qualified(t)}" for t in excluded]
             cmd.append(cfg.db)
-            LOG.info("dumping %s: schema + data of %s (%d tables' data left out)",
-                     cfg.db, ", ".join(tables) or "no table", len(excluded))
+            LOG.info(
+                "dumping %s: schema + data of %s (%d tables' data left out)",
+                cfg.db,
+                ", ".join(tables) or "no table",
+                len(excluded),
+            )
             run(cmd, "pg_dump")
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -462,7 +485,7 @@ def prune_dumps(cfg: Config) -> None:
     cutoff = utcnow() - timedelta(days=cfg.dump_retention_days)
     manifests = sorted(cfg.dump_dir.glob(f"{DUMP_PREFIX}*.json"))
     for manifest in manifests[:-1]:
-        stamp = manifest.stem[len(DUMP_PREFIX):]
+        stamp = manifest.stem[len(DUMP_PREFIX) :]
         try:
             taken = datetime.strptime(stamp, STAMP_FORMAT).replace(tzinfo=UTC)
         except ValueError:
@@ -477,15 +500,18 @@ def prune_dumps(cfg: Config) -> None:
             partial.unlink()
 
 
-def restore_dump_into(cfg: Config, path: Path, manifest: dict[str, Any] | None, target: str,
-                      replace: bool) -> None:
+def restore_dump_into(
+    cfg: Config, path: Path, manifest: dict[str, Any] | None, target: str, replace: bool
+) -> None:
     """Restore a dump into database `target` of the main cluster. It is restored into a
     temporary database first and renamed into place only when pg_restore succeeded, so a
     failed restore never leaves `target` half-written or gone."""
     if manifest is not None:
         digest = sha256_of(path)
         if digest != manifest["sha256"]:
-            raise BackupError(f"{path.name}: sha256 {digest} does not match its manifest ({manifest['sha256']})")
+            raise BackupError(
+                f"{path.name}: sha256 {digest} does not match its manifest ({manifest['sha256']})"
+            )
     staging = f"{target}__restoring"[:63]
     admin = connect(cfg, "postgres")
     admin.autocommit = True
@@ -494,7 +520,9 @@ def restore_dump_into(cfg: Config, path: Path, manifest: dict[str, Any] | None, 
             cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target,))
             exists = cur.fetchone() is not None
             if exists and not replace:
-                raise BackupError(f"database {target} exists; restoring over it needs the explicit confirmation")
+                raise BackupError(
+                    f"database {target} exists; restoring over it needs the explicit confirmation"
+                )
             cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(staging)))
             cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(staging)))
         tsdb = manifest.get("timescaledb_version") if manifest else dump_timescaledb_version(cfg, path)
@@ -502,8 +530,11 @@ def restore_dump_into(cfg: Config, path: Path, manifest: dict[str, Any] | None, 
         with admin.cursor() as cur:
             if exists:
                 cur.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(target)))
-            cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                sql.Identifier(staging), sql.Identifier(target)))
+            cur.execute(
+                sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                    sql.Identifier(staging), sql.Identifier(target)
+                )
+            )
         LOG.info("restored %s into database %s", path.name, target)
     except BaseException:
         with contextlib.suppress(psycopg2.Error), admin.cursor() as cur:
@@ -536,9 +567,14 @@ def restore_with_timescaledb(cfg: Config, path: Path, dbname: str, tsdb: str | N
             conn.close()
     run(
         [
-            str(cfg.bindir / "pg_restore"), f"--host={cfg.pghost}", f"--port={cfg.pgport}", "--no-password",
+            str(cfg.bindir / "pg_restore"),
+            f"--host={cfg.pghost}",
+            f"--port={cfg.pgport}",
+            "--no-password",
             # One job: TimescaleDB's catalog rows must load in dump order (foreign keys).
-            f"--dbname={dbname}", "--exit-on-error", str(path),
+            f"--dbname={dbname}",
+            "--exit-on-error",
+            str(path),
         ],
         "pg_restore",
     )
@@ -597,7 +633,10 @@ def cmd_pgbackrest_backup(cfg: Config, backup_type: str) -> None:
     try:
         for repo in cfg.repos:
             LOG.info("pgbackrest %s backup into repo%s", backup_type, repo)
-            run(pgbackrest(cfg, f"--repo={repo}", f"--type={backup_type}", "backup"), f"pgbackrest backup repo{repo}")
+            run(
+                pgbackrest(cfg, f"--repo={repo}", f"--type={backup_type}", "backup"),
+                f"pgbackrest backup repo{repo}",
+            )
         ok = True
     finally:
         last, size = None, None
@@ -628,14 +667,32 @@ class ScratchCluster:
         LOG.info("pgbackrest restore (%s %s) into %s", self.target_type, self.target, cfg.drill_pgdata)
         run(
             pgbackrest(
-                cfg, f"--repo={cfg.repos[0]}", f"--pg1-path={cfg.drill_pgdata}", f"--type={self.target_type}",
-                f"--target={self.target}", "--target-action=promote", "--archive-mode=off", "restore",
+                cfg,
+                f"--repo={cfg.repos[0]}",
+                f"--pg1-path={cfg.drill_pgdata}",
+                f"--type={self.target_type}",
+                f"--target={self.target}",
+                "--target-action=promote",
+                "--archive-mode=off",
+                "restore",
             ),
             "pgbackrest restore",
         )
         self.write_config()
-        run([self.pg_ctl, "--pgdata", str(cfg.drill_pgdata), "--log", str(cfg.drill_dir / "postgresql.log"),
-             "--wait", f"--timeout={cfg.drill_start_timeout}", "start"], "start the scratch cluster")
+        (cfg.drill_dir / "postgresql.log").unlink(missing_ok=True)
+        run(
+            [
+                self.pg_ctl,
+                "--pgdata",
+                str(cfg.drill_pgdata),
+                "--log",
+                str(cfg.drill_dir / "postgresql.log"),
+                "--wait",
+                f"--timeout={cfg.drill_start_timeout}",
+                "start",
+            ],
+            "start the scratch cluster",
+        )
         self.started = True
         self.wait_promoted()
         return self
@@ -693,9 +750,12 @@ class ScratchCluster:
         raise BackupError(f"scratch cluster did not finish recovery ({last_error}); log:\n{log_tail}")
 
     def running(self) -> bool:
-        proc = subprocess.run([self.pg_ctl, "--pgdata", str(self.cfg.drill_pgdata), "status"],  # noqa: S603
-                              capture_output=True, check=False)
-        return proc.returncode == 0
+        return self.pg_ctl_quiet("status") == 0
+
+    def pg_ctl_quiet(self, *args: str) -> int:
+        """pg_ctl on the scratch directory; its exit status, never an exception."""
+        cmd = [self.pg_ctl, "--pgdata", str(self.cfg.drill_pgdata), *args]
+        return subprocess.run(cmd, capture_output=True, check=False, timeout=120).returncode  # noqa: S603
 
     def connect(self, dbname: str):
         return connect(self.cfg, dbname, host=str(self.cfg.drill_socket_dir), port=self.cfg.drill_port)
@@ -703,8 +763,7 @@ class ScratchCluster:
     def cleanup(self) -> None:
         cfg = self.cfg
         if (cfg.drill_pgdata / "postmaster.pid").exists() and self.running():
-            subprocess.run([self.pg_ctl, "--pgdata", str(cfg.drill_pgdata), "--mode=immediate", "--wait",  # noqa: S603
-                            "stop"], capture_output=True, check=False, timeout=120)
+            self.pg_ctl_quiet("--mode=immediate", "--wait", "stop")
         shutil.rmtree(cfg.drill_pgdata, ignore_errors=True)
 
 
@@ -720,8 +779,10 @@ def drill_pgbackrest(cfg: Config) -> None:
             # record: what the snapshot sees is what recovery to the point brings back
             # (up to a commit racing the same microseconds; a rerun settles that).
             cur.execute("SELECT pg_create_restore_point(%s)", (point,))
-            expected = {t: fingerprint(cur, t, cfg.sample_window).as_dict()
-                        for t in user_tables(cur, cfg.drill_schemas)}
+            expected = {
+                t: fingerprint(cur, t, cfg.sample_window).as_dict()
+                for t in user_tables(cur, cfg.drill_schemas)
+            }
         conn.commit()
     finally:
         conn.close()
@@ -750,7 +811,14 @@ def cmd_drill(cfg: Config) -> None:
                     step(cfg)
                     results[kind] = True
                     LOG.info("drill %s: ok", kind)
-                except (BackupError, psycopg2.Error, OSError, KeyError, ValueError, subprocess.SubprocessError) as exc:
+                except (
+                    BackupError,
+                    psycopg2.Error,
+                    OSError,
+                    KeyError,
+                    ValueError,
+                    subprocess.SubprocessError,
+                ) as exc:
                     results[kind] = False
                     LOG.error("drill %s: FAILED: %s", kind, exc)
     finally:
@@ -760,16 +828,28 @@ def cmd_drill(cfg: Config) -> None:
         m = Metrics(cfg, "restore_drill")
         m.add("gept_restore_drill_ok", 1 if ok else 0, "1 if the last restore drill passed, else 0.")
         with contextlib.suppress(OSError, ValueError):
-            m.add("gept_restore_drill_last_success_timestamp_seconds", float(stamp_file.read_text()),
-                  "Unix time the last restore drill passed.")
-        m.add("gept_restore_drill_duration_seconds", time.monotonic() - started,
-              "How long the last restore drill took.")
+            m.add(
+                "gept_restore_drill_last_success_timestamp_seconds",
+                float(stamp_file.read_text()),
+                "Unix time the last restore drill passed.",
+            )
+        m.add(
+            "gept_restore_drill_duration_seconds",
+            time.monotonic() - started,
+            "How long the last restore drill took.",
+        )
         for kind in cfg.drill_kinds:
-            m.add("gept_restore_drill_kind_ok", 1 if results.get(kind) else 0,
-                  "1 if the last restore drill of this backup kind passed, else 0.", {"kind": kind})
+            m.add(
+                "gept_restore_drill_kind_ok",
+                1 if results.get(kind) else 0,
+                "1 if the last restore drill of this backup kind passed, else 0.",
+                {"kind": kind},
+            )
         m.write()
     if not ok:
-        raise BackupError("restore drill failed: " + ", ".join(k for k in cfg.drill_kinds if not results.get(k)))
+        raise BackupError(
+            "restore drill failed: " + ", ".join(k for k in cfg.drill_kinds if not results.get(k))
+        )
 
 
 def cmd_restore_dump(cfg: Config, file: str | None, target: str, replace: bool) -> None:
@@ -796,8 +876,18 @@ def cmd_restore_pitr(cfg: Config, target_time: str, target: str, replace: bool) 
             finally:
                 conn.close()
             try:
-                run([str(cfg.bindir / "pg_dump"), f"--host={cfg.drill_socket_dir}", f"--port={cfg.drill_port}",
-                     "--format=custom", "--compress=zstd:1", f"--file={dump}", cfg.db], "pg_dump (point in time)")
+                run(
+                    [
+                        str(cfg.bindir / "pg_dump"),
+                        f"--host={cfg.drill_socket_dir}",
+                        f"--port={cfg.drill_port}",
+                        "--format=custom",
+                        "--compress=zstd:1",
+                        f"--file={dump}",
+                        cfg.db,
+                    ],
+                    "pg_dump (point in time)",
+                )
                 manifest = {"sha256": sha256_of(dump), "timescaledb_version": tsdb}
                 restore_dump_into(cfg, dump, manifest, target, replace)
             finally:
@@ -806,7 +896,9 @@ def cmd_restore_pitr(cfg: Config, target_time: str, target: str, replace: bool) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("dump", help="logical dump of the critical tables and the schema")
     p = sub.add_parser("pgbackrest-backup", help="pgBackRest backup")
