@@ -1,0 +1,209 @@
+"""The database host (roles timescaledb + pgbouncer) as converged: PostgreSQL + TimescaleDB
+running with the computed tuning, scram-only access, the schema and hypertables, the
+login roles' privileges through PgBouncer, and the Apache-edition timers doing their work.
+
+Linked from molecule/timescaledb/tests (the area's dev scenario); the default scenario runs
+it against the whole site.yml.
+"""
+
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import assert_running, wait_for
+
+REPO = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(REPO / "roles" / "timescaledb" / "filter_plugins"))
+import timescaledb_tune  # noqa: E402  (the very module the role's filter uses)
+
+PG_UNIT = "postgresql@17-main"
+DB = "gept"
+HYPERTABLES = {"price_data_5min", "prices_latest_1m", "prices_1h", "player_counts"}
+MEMORY_SETTINGS = {
+    "shared_buffers", "effective_cache_size", "maintenance_work_mem", "work_mem",
+    "wal_buffers", "min_wal_size", "max_wal_size",
+}
+
+
+def psql(host, sql: str, db: str = DB):
+    """Run SQL as the postgres superuser (peer over the local socket); return the result."""
+    return host.run(f"runuser -u postgres -- psql -X -At -v ON_ERROR_STOP=1 -d {db} -c {shlex.quote(sql)}")
+
+
+def q(host, sql: str, db: str = DB) -> str:
+    out = psql(host, sql, db)
+    assert out.rc == 0, out.stderr
+    return out.stdout.strip()
+
+
+def bouncer_password(host, user: str) -> str:
+    """The user's password as PgBouncer holds it (so the test needs no vault)."""
+    line = host.run(f"grep '^\"{user}\" ' /etc/pgbouncer/userlist.txt").stdout.strip()
+    assert line, f"{user} missing from userlist.txt"
+    return line.split(" ", 1)[1].strip().strip('"').replace('""', '"')
+
+
+def as_user(host, user: str, sql: str, port: int = 6432, db: str = DB):
+    """Run SQL as a login role over TCP (through PgBouncer by default)."""
+    pw = bouncer_password(host, user)
+    return host.run(
+        f"PGPASSWORD={shlex.quote(pw)} psql -X -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p {port} "
+        f"-U {user} -d {db} -c {shlex.quote(sql)}"
+    )
+
+
+def edition(host) -> str:
+    return q(host, "SHOW timescaledb.license")
+
+
+def test_postgresql_running(host):
+    assert_running(host, PG_UNIT)
+    assert wait_for(host, "pg_isready -q -h /var/run/postgresql -p 5432", attempts=15).rc == 0
+
+
+def test_listens_on_loopback_only(host):
+    listening = host.run("ss -Htln").stdout
+    for port in (5432, 6432):
+        addrs = [line.split()[3] for line in listening.splitlines() if line.split()[3].endswith(f":{port}")]
+        assert addrs, f"nothing listens on {port}"
+        assert all(a.startswith(("127.0.0.1:", "[::1]:")) for a in addrs), addrs
+
+
+def test_timescaledb_extension_present(host):
+    assert q(host, "SHOW shared_preload_libraries").split(",")[0].strip() == "timescaledb"
+    assert q(host, "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")
+    assert edition(host) in ("apache", "timescale")
+    fact = host.file("/etc/ansible/facts.d/timescaledb.fact")
+    assert fact.exists and edition(host) in fact.content_string
+
+
+def test_tuned_values_in_effect(host):
+    memtotal_mb = int(host.run("awk '/^MemTotal:/ {print $2}' /proc/meminfo").stdout) // 1024
+    cpus = int(host.run("grep -c ^processor /proc/cpuinfo").stdout)
+    expected = timescaledb_tune.tune(memtotal_mb, cpus)
+    assert host.file("/etc/postgresql/17/main/conf.d/50-gept-tuning.conf").exists
+    for name, value in expected.items():
+        if name in MEMORY_SETTINGS:
+            live = q(host, f"SELECT pg_size_bytes(current_setting('{name}'))")
+            assert int(live) == int(q(host, f"SELECT pg_size_bytes('{value}')")), name
+        else:
+            assert float(q(host, f"SHOW {name}")) == float(value), name
+    assert q(host, "SHOW password_encryption") == "scram-sha-256"
+
+
+def test_pg_hba_is_scram_or_peer_only(host):
+    methods = set(q(host, "SELECT DISTINCT auth_method FROM pg_hba_file_rules").split())
+    assert methods <= {"scram-sha-256", "peer"}, methods
+    assert q(host, "SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL") == "0"
+    hba = host.file("/etc/postgresql/17/main/pg_hba.conf").content_string
+    rules = [line.split() for line in hba.splitlines() if line.strip() and not line.startswith("#")]
+    assert not [r for r in rules if r[-1] in ("trust", "md5", "password")]
+    peer = [r for r in rules if r[-1] == "peer"]
+    assert peer and all(r[0] == "local" and r[2] == "postgres" for r in peer), peer
+
+
+def test_migrations_ledger(host):
+    applied = q(host, "SELECT name FROM schema_migrations ORDER BY version").splitlines()
+    shipped = sorted(
+        Path(p).name for p in host.run("ls /usr/local/lib/gept-timescaledb/migrations/*.sql").stdout.split()
+    )
+    assert applied == shipped and applied[0] == "001_base_schema.sql"
+
+
+def test_hypertables_listed(host):
+    names = set(q(host, "SELECT hypertable_name FROM timescaledb_information.hypertables").split())
+    assert HYPERTABLES <= names
+    interval = q(
+        host,
+        "SELECT time_interval FROM timescaledb_information.dimensions "
+        "WHERE hypertable_name = 'price_data_5min'",
+    )
+    assert interval == "7 days"
+
+
+def test_collector_writes_its_tables_through_pgbouncer(host):
+    assert_running(host, "pgbouncer")
+    out = as_user(
+        host,
+        "gept_collector",
+        "BEGIN; "
+        "CREATE TEMP TABLE stage (LIKE price_data_5min) ON COMMIT DROP; "
+        "INSERT INTO stage VALUES (2, now(), 10, 1, 9, 1); "
+        "INSERT INTO price_data_5min SELECT * FROM stage; "
+        "INSERT INTO items (item_id, name) VALUES (2, 'Cannonball') "
+        "  ON CONFLICT (item_id) DO UPDATE SET name = EXCLUDED.name; "
+        "SELECT current_user || ':' || count(*) FROM price_data_5min WHERE item_id = 2; "
+        "ROLLBACK;",
+    )
+    assert out.rc == 0, out.stderr
+    assert "gept_collector:1" in out.stdout.split(), out.stdout
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "INSERT INTO schema_migrations VALUES ('999', 'x', 'x')",
+        "DELETE FROM price_data_5min",
+        "UPDATE price_data_5min SET avg_high_price = 0",
+        "TRUNCATE prices_latest_1m",
+        "DROP TABLE price_data_5min",
+        "CREATE TABLE public.collector_scratch (x int)",
+    ],
+)
+def test_collector_cannot_write_what_it_does_not_own(host, sql):
+    out = as_user(host, "gept_collector", sql)
+    assert out.rc != 0
+    assert "permission denied" in out.stderr or "must be owner" in out.stderr, out.stderr
+
+
+def test_readonly_reads_but_cannot_write(host):
+    assert as_user(host, "gept_readonly", "SELECT count(*) FROM price_data_5min").rc == 0
+    out = as_user(host, "gept_readonly", "INSERT INTO items (item_id, name) VALUES (3, 'x')")
+    assert out.rc != 0 and "permission denied" in out.stderr
+
+
+def test_exporter_role_is_pg_monitor(host):
+    assert q(host, "SELECT pg_has_role('gept_exporter', 'pg_monitor', 'MEMBER')") == "t"
+    assert q(host, "SELECT has_table_privilege('gept_exporter', 'price_data_5min', 'SELECT')") == "t"
+    assert q(host, "SELECT has_table_privilege('gept_exporter', 'price_data_5min', 'INSERT')") == "f"
+
+
+def test_pgbouncer_stats_user(host):
+    out = as_user(host, "gept_pgbouncer_stats", "SHOW POOLS", db="pgbouncer")
+    assert out.rc == 0, out.stderr
+    assert "transaction" in out.stdout
+    assert host.file("/etc/pgbouncer/userlist.txt").mode == 0o600
+
+
+def test_apache_edition_timers_exist_and_work(host):
+    if edition(host) != "apache":
+        pytest.skip("full edition: retention and rollups are database policies")
+    for timer in ("gept-timescaledb-retention.timer", "gept-timescaledb-rollups.timer"):
+        assert_running(host, timer)
+    # One row in a chunk past the 30-day retention of prices_latest_1m, one recent row.
+    q(host, "INSERT INTO prices_latest_1m (item_id, \"timestamp\", high, low) VALUES "
+            "(4151, now() - interval '45 days', 100, 90), (4151, now(), 100, 90) "
+            "ON CONFLICT DO NOTHING")
+    old_chunks = "SELECT count(*) FROM timescaledb_information.chunks " \
+                 "WHERE hypertable_name = 'prices_latest_1m' AND range_end < now() - interval '30 days'"
+    assert int(q(host, old_chunks)) >= 1
+    run = host.run("systemctl start gept-timescaledb-retention.service")
+    assert run.rc == 0, run.stderr
+    assert q(host, old_chunks) == "0"
+    assert q(host, "SELECT count(*) FROM prices_latest_1m WHERE item_id = 4151") == "1"
+
+
+def test_apache_edition_rollups_refresh(host):
+    if edition(host) != "apache":
+        pytest.skip("full edition: continuous aggregates")
+    q(host, "INSERT INTO price_data_5min VALUES "
+            "(4151, date_trunc('hour', now()), 100, 3, 90, 4), "
+            "(4151, date_trunc('hour', now()) + interval '5 minutes', 120, 1, 80, 2) "
+            "ON CONFLICT DO NOTHING")
+    run = host.run("systemctl start gept-timescaledb-rollups.service")
+    assert run.rc == 0, run.stderr
+    row = q(host, "SELECT open_high_price, max_high_price, close_high_price, high_price_volume, sample_count "
+                  "FROM price_data_hourly WHERE item_id = 4151 AND bucket = date_trunc('hour', now())")
+    assert row == "100|120|120|4|2"
+    assert as_user(host, "gept_readonly", "SELECT count(*) FROM price_data_daily").rc == 0
