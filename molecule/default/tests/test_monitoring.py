@@ -207,7 +207,8 @@ def test_textfile_metric_is_exported(host):
     path = "/var/lib/prometheus/node-exporter/gept_monitoring_test.prom"
     host.run(f"printf 'gept_monitoring_textfile_probe 42\\n' > {path}.tmp && mv {path}.tmp {path}")
     try:
-        out = wait_for(host, "curl -fsS 127.0.0.1:9100/metrics | grep -q '^gept_monitoring_textfile_probe 42$'", 10, 1)
+        probe = "curl -fsS 127.0.0.1:9100/metrics | grep -q '^gept_monitoring_textfile_probe 42$'"
+        out = wait_for(host, probe, 10, 1)
         assert out.rc == 0, "textfile metric not exported"
     finally:
         host.run(f"rm -f {path}")
@@ -323,7 +324,8 @@ def test_no_dead_metrics(host, component):
             break
         time.sleep(3)
     dead = {m: sorted(w) for m, w in used.items() if m not in known}
-    assert not dead, "metrics used but not exported:\n" + "\n".join(f"  {m}: {w}" for m, w in sorted(dead.items()))
+    listing = "\n".join(f"  {m}: {w}" for m, w in sorted(dead.items()))
+    assert not dead, "metrics used but not exported:\n" + listing
 
 
 def test_metric_name_extraction():
@@ -332,9 +334,10 @@ def test_metric_name_extraction():
         "gept_latest_requests_total"}
     assert metric_names("time() - gept_items_last_success_timestamp_seconds > 26 * 3600") == {
         "gept_items_last_success_timestamp_seconds"}
-    assert metric_names('histogram_quantile(0.95, sum by (le) (rate(x_bucket[$__rate_interval])))') == {"x_bucket"}
-    assert metric_names('a / on (database) group_left max by (database) (label_replace(b, "d", "$1", "n", "(.*)"))') == {
-        "a", "b"}
+    quantile = "histogram_quantile(0.95, sum by (le) (rate(x_bucket[$__rate_interval])))"
+    assert metric_names(quantile) == {"x_bucket"}
+    join = 'a / on (database) group_left max by (database) (label_replace(b, "d", "$1", "n", "(.*)"))'
+    assert metric_names(join) == {"a", "b"}
     assert metric_names("absent(gept_backup_last_success_timestamp_seconds)") == {
         "gept_backup_last_success_timestamp_seconds"}
     assert metric_names("vector(1)") == set()
@@ -368,7 +371,8 @@ def test_zz_end_to_end_alert_delivery(host):
     unit = "gept-e2e-webhook"
     host.run(f"mkdir -p {work} && rm -f {work}/alerts.jsonl")
     host.run(f"cat > {work}/receiver.py <<'EOF'\n{RECEIVER}\nEOF")
-    started = host.run(f"systemd-run --unit={unit} --collect python3 {work}/receiver.py {port} {work}/alerts.jsonl")
+    started = host.run(
+        f"systemd-run --unit={unit} --collect python3 {work}/receiver.py {port} {work}/alerts.jsonl")
     assert started.rc == 0, started.stderr
     try:
         up = wait_for(host, f"curl -s -o /dev/null -X POST -d '' http://127.0.0.1:{port}/", 20, 0.5)

@@ -1,0 +1,103 @@
+"""Grafana dashboards (JSON in roles/grafana/files/...): valid JSON, unique uids, every
+datasource reference resolves to a provisioned datasource, and every panel query is PromQL that
+promtool accepts (checked as recording rules, Grafana's $__ variables replaced by durations)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from monitoring_lib import DASHBOARDS_DIR, REPO, load_yaml, require_tool
+
+DASHBOARDS = sorted(DASHBOARDS_DIR.glob("*.json"))
+# Provisioned datasources, read from the grafana role's defaults and template.
+GRAFANA_DEFAULTS = load_yaml(REPO / "roles/grafana/defaults/main.yml")
+DATASOURCE_TEMPLATE_PATH = REPO / "roles/grafana/templates/etc/grafana/provisioning/datasources/gept.yml.j2"
+DATASOURCE_TEMPLATE = DATASOURCE_TEMPLATE_PATH.read_text(encoding="utf-8")
+GRAFANA_VARS = load_yaml(REPO / "roles/grafana/vars/main.yml")
+# Grafana's built-in interval variables -> a duration promtool can parse.
+GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h"}
+
+
+def _datasources() -> dict[str, str]:
+    """uid -> type of each provisioned datasource."""
+    types = re.findall(r"(?m)^\s+uid: \{\{ (\w+) \}\}\n\s+type: (\S+)$", DATASOURCE_TEMPLATE)
+    assert types, "no datasources found in the provisioning template"
+    return {GRAFANA_DEFAULTS[var]: kind for var, kind in types}
+
+
+def _panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for panel in dashboard["panels"]:
+        out.append(panel)
+        out.extend(panel.get("panels", []))  # collapsed rows carry their panels
+    return out
+
+
+def _load(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_every_dashboard_file_is_shipped_by_the_role():
+    assert sorted(p.name for p in DASHBOARDS) == sorted(GRAFANA_VARS["_grafana_dashboards"])
+    assert len(DASHBOARDS) >= 3
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=[p.name for p in DASHBOARDS])
+def test_dashboard_is_valid_json_with_uid_title_and_no_runtime_ids(path: Path):
+    dash = _load(path)
+    assert re.fullmatch(r"[a-z0-9-]{1,40}", dash["uid"]), dash["uid"]
+    assert dash["title"].startswith("GePT / ")
+    assert "id" not in dash or dash["id"] is None, "a database id in a provisioned dashboard"
+    assert dash["editable"] is False
+    ids = [p["id"] for p in _panels(dash)]
+    assert len(ids) == len(set(ids)), "duplicate panel ids"
+
+
+def test_dashboard_uids_and_titles_are_unique():
+    dashes = [_load(p) for p in DASHBOARDS]
+    uids = [d["uid"] for d in dashes]
+    titles = [d["title"] for d in dashes]
+    assert len(uids) == len(set(uids)), uids
+    assert len(titles) == len(set(titles)), titles
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=[p.name for p in DASHBOARDS])
+def test_datasource_references_resolve(path: Path):
+    provisioned = _datasources()
+    for panel in _panels(_load(path)):
+        if panel["type"] == "row":
+            continue
+        refs = [panel.get("datasource")] + [t.get("datasource") for t in panel.get("targets", [])]
+        for ref in refs:
+            assert isinstance(ref, dict), f"{panel['title']!r}: datasource by name or missing: {ref!r}"
+            assert ref["uid"] in provisioned, f"{panel['title']!r}: unknown datasource uid {ref['uid']}"
+            assert ref["type"] == provisioned[ref["uid"]], f"{panel['title']!r}: type {ref['type']}"
+        assert panel.get("targets"), f"{panel['title']!r} has no query"
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=[p.name for p in DASHBOARDS])
+def test_panel_promql_is_accepted_by_promtool(path: Path, tmp_path: Path):
+    promtool = require_tool("promtool")
+    rules = []
+    for panel in _panels(_load(path)):
+        for target in panel.get("targets", []):
+            if target.get("datasource", {}).get("type") != "prometheus":
+                assert target.get("rawSql"), f"{panel['title']!r}: non-Prometheus target without SQL"
+                continue
+            expr = target["expr"]
+            for var, value in GRAFANA_VARIABLES.items():
+                expr = expr.replace(var, value)
+            assert "$" not in expr.replace('"$1"', ""), f"{panel['title']!r}: unknown variable in {expr}"
+            rules.append({"record": f"dashboard:panel_{panel['id']}_{target['refId']}", "expr": expr})
+    assert rules
+    rule_file = tmp_path / "dashboard.rules.yml"
+    rule_file.write_text(yaml.safe_dump({"groups": [{"name": path.stem, "rules": rules}]}))
+    out = subprocess.run([promtool, "check", "rules", str(rule_file)],
+                         capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
