@@ -94,13 +94,20 @@ def _has_code(statement: str) -> bool:
     return bool(without_comments.strip())
 
 
-def _changes(conn: Any, start: int) -> list[str]:
-    found = []
-    for notice in conn.notices[start:]:
+class ChangeCollector:
+    """Stands in for connection.notices and keeps the 'gept-changed: ...' reports.
+
+    (psycopg2 keeps only the last 50 notices in a plain list; any object with append() is
+    used as is, so nothing is lost however chatty the server is.)
+    """
+
+    def __init__(self) -> None:
+        self.changes: list[str] = []
+
+    def append(self, notice: str) -> None:
         text = notice.split(":", 1)[1].strip() if notice.startswith(("NOTICE:", "WARNING:")) else notice
         if text.startswith(CHANGED_PREFIX):
-            found.append(text[len(CHANGED_PREFIX) :].strip())
-    return found
+            self.changes.append(text[len(CHANGED_PREFIX) :].strip())
 
 
 def pending_migrations(conn: Any, directory: Path) -> list[tuple[str, Path, str]]:
@@ -148,11 +155,15 @@ def migrate(conn: Any, directory: Path) -> list[str]:
 def apply_sql(conn: Any, sql: str) -> list[str]:
     """Run SQL statement by statement in autocommit; return the changes it reported."""
     conn.autocommit = True
-    start = len(conn.notices)
-    with conn.cursor() as cur:
-        for statement in split_statements(sql):
-            cur.execute(statement)
-    return _changes(conn, start)
+    saved, collector = conn.notices, ChangeCollector()
+    conn.notices = collector
+    try:
+        with conn.cursor() as cur:
+            for statement in split_statements(sql):
+                cur.execute(statement)
+    finally:
+        conn.notices = saved
+    return collector.changes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,7 +178,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     conn = psycopg2.connect(dbname=args.dbname, host=args.host, port=args.port, user=args.user)
-    conn.notices = []
     result: dict[str, Any] = {"changed": False, "applied": [], "changes": []}
     try:
         if args.command == "migrate":

@@ -1,0 +1,154 @@
+"""Fixtures for the database area's controller tests.
+
+- ``pglite``: a session-wide PGlite server with TimescaleDB, full (TSL) edition
+  (tests/pglite/server.mjs), on a free 127.0.0.1 port, stopped by PID at the end.
+- ``render_sql``: renders the timescaledb role's SQL templates through the role's own task
+  file (ansible-playbook tests/timescaledb/render_sql.yml), so tests run the very SQL the
+  role applies.
+- ``gept_db``: the role's database runner (roles/timescaledb/files/gept_db.py), imported.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import psycopg2
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ROLE = REPO / "roles" / "timescaledb"
+PGLITE_DIR = REPO / "tests" / "pglite"
+MIGRATIONS = ROLE / "files" / "migrations"
+START_TIMEOUT_S = 90
+# Drops what a test left (aggregates, tables; their policies go with them). The extension
+# lives in public, so the schema itself stays.
+RESET_SQL = """
+DO $$
+DECLARE r record;
+BEGIN
+    FOR r IN SELECT view_name FROM timescaledb_information.continuous_aggregates LOOP
+        EXECUTE format('DROP MATERIALIZED VIEW public.%I CASCADE', r.view_name);
+    END LOOP;
+    FOR r IN SELECT tablename FROM pg_tables WHERE schemaname = 'public' LOOP
+        EXECUTE format('DROP TABLE IF EXISTS public.%I CASCADE', r.tablename);
+    END LOOP;
+END
+$$
+"""
+
+
+def _load(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def gept_db() -> ModuleType:
+    return _load("gept_db", ROLE / "files" / "gept_db.py")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_pglite(log_path: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """Start tests/pglite/server.mjs on a free port; wait (bounded) for its READY line."""
+    if shutil.which("node") is None or not (PGLITE_DIR / "node_modules").is_dir():
+        pytest.skip("PGlite engine not installed (scripts/setup-controller.sh runs npm ci in tests/pglite)")
+    port = free_port()
+    log = log_path.open("wb")
+    proc = subprocess.Popen(
+        ["node", "server.mjs", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=PGLITE_DIR, stdout=log, stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if b"READY" in log_path.read_bytes():
+            return proc, port
+        if proc.poll() is not None:
+            break
+        time.sleep(0.5)
+    proc.kill()
+    proc.wait(timeout=10)
+    raise RuntimeError(f"PGlite did not start: {log_path.read_text(errors='replace')[-2000:]}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def pglite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Connection parameters of a running full-edition engine (one connection at a time)."""
+    proc, port = start_pglite(tmp_path_factory.mktemp("pglite") / "server.log")
+    try:
+        yield {"host": "127.0.0.1", "port": port, "user": "postgres", "password": "postgres",
+               "dbname": "postgres", "sslmode": "disable", "connect_timeout": 10}
+    finally:
+        stop(proc)
+
+
+@pytest.fixture
+def conn(pglite: dict[str, Any], gept_db: ModuleType) -> Iterator[Any]:
+    """A connection to a fresh GePT schema: earlier tables dropped, migrations applied afresh."""
+    c = psycopg2.connect(**pglite)
+    c.autocommit = True
+    with c.cursor() as cur:
+        cur.execute(RESET_SQL)
+    c.autocommit = False
+    gept_db.migrate(c, MIGRATIONS)
+    c.autocommit = True
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture(scope="session")
+def render_sql(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., dict[str, str]]:
+    """render_sql(edition="timescale", **role_vars) -> {file name: rendered SQL}."""
+    cache: dict[str, dict[str, str]] = {}
+
+    def render(edition: str = "timescale", **role_vars: Any) -> dict[str, str]:
+        key = json.dumps([edition, role_vars], sort_keys=True)
+        if key not in cache:
+            out = tmp_path_factory.mktemp("sql")
+            extra = {"timescaledb_edition": edition, "timescaledb_sql_dir": str(out),
+                     "ansible_python_interpreter": sys.executable, **role_vars}
+            extra_file = out / "vars.json"
+            extra_file.write_text(json.dumps(extra))
+            env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+                   "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
+                   "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.timer", "ANSIBLE_NOCOLOR": "1"}
+            playbook = REPO / "tests" / "timescaledb" / "render_sql.yml"
+            run = subprocess.run(
+                [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", str(playbook),
+                 "-e", f"@{REPO / 'group_vars' / 'all' / 'main.yml'}", "-e", f"@{extra_file}"],
+                cwd=REPO, env=env, capture_output=True, text=True, timeout=180, check=False,
+            )
+            assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+            cache[key] = {p.name: p.read_text() for p in out.glob("*.sql")}
+        return cache[key]
+
+    return render
