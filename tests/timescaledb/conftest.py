@@ -13,11 +13,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -28,9 +25,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "timescaledb"
-PGLITE_DIR = REPO / "tests" / "pglite"
+sys.path.insert(0, str(REPO / "tests" / "pglite"))
+import pglite_server  # noqa: E402
+
 MIGRATIONS = ROLE / "files" / "migrations"
-START_TIMEOUT_S = 90
 # Drops what a test left (aggregates, tables; their policies go with them). The extension
 # lives in public, so the schema itself stays.
 RESET_SQL = """
@@ -61,52 +59,17 @@ def gept_db() -> ModuleType:
     return _load("gept_db", ROLE / "files" / "gept_db.py")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_pglite(log_path: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """Start tests/pglite/server.mjs on a free port; wait (bounded) for its READY line."""
-    if shutil.which("node") is None or not (PGLITE_DIR / "node_modules").is_dir():
-        pytest.skip("PGlite engine not installed (scripts/setup-controller.sh runs npm ci in tests/pglite)")
-    port = free_port()
-    log = log_path.open("wb")
-    proc = subprocess.Popen(
-        ["node", "server.mjs", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=PGLITE_DIR, stdout=log, stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if b"READY" in log_path.read_bytes():
-            return proc, port
-        if proc.poll() is not None:
-            break
-        time.sleep(0.5)
-    proc.kill()
-    proc.wait(timeout=10)
-    raise RuntimeError(f"PGlite did not start: {log_path.read_text(errors='replace')[-2000:]}")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="session")
 def pglite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Connection parameters of a running full-edition engine (one connection at a time)."""
-    proc, port = start_pglite(tmp_path_factory.mktemp("pglite") / "server.log")
     try:
-        yield {"host": "127.0.0.1", "port": port, "user": "postgres", "password": "postgres",
-               "dbname": "postgres", "sslmode": "disable", "connect_timeout": 10}
+        proc, port = pglite_server.start(tmp_path_factory.mktemp("pglite") / "server.log")
+    except pglite_server.PGliteUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        yield pglite_server.connect_params(port)
     finally:
-        stop(proc)
+        pglite_server.stop(proc)
 
 
 @pytest.fixture

@@ -207,3 +207,22 @@ def test_apache_edition_rollups_refresh(host):
                   "FROM price_data_hourly WHERE item_id = 4151 AND bucket = date_trunc('hour', now())")
     assert row == "100|120|120|4|2"
     assert as_user(host, "gept_readonly", "SELECT count(*) FROM price_data_daily").rc == 0
+
+
+def test_invalid_settings_are_rejected_before_they_land(host):
+    """The validate: checkers refuse what would leave a server (or PgBouncer) unable to start."""
+    host.run("echo \"work_mem = '12kB'\" > /tmp/gept-bad.conf")
+    bad = host.run(
+        "/usr/local/lib/gept-timescaledb/pg-checkconf /tmp/gept-bad.conf 50-gept-tuning.conf "
+        "/etc/postgresql/17/main /var/lib/postgresql/17/main /usr/lib/postgresql/17/bin"
+    )
+    assert bad.rc != 0 and "work_mem" in bad.stderr
+    good = host.run(
+        "/usr/local/lib/gept-timescaledb/pg-checkconf /etc/postgresql/17/main/conf.d/50-gept-tuning.conf "
+        "50-gept-tuning.conf /etc/postgresql/17/main /var/lib/postgresql/17/main /usr/lib/postgresql/17/bin"
+    )
+    assert good.rc == 0, good.stderr
+    host.run("printf '[pgbouncer]\\nno_such_setting = 1\\n' > /tmp/gept-bad.ini")
+    assert host.run("/usr/local/lib/gept-pgbouncer/pgbouncer-checkconf /tmp/gept-bad.ini").rc != 0
+    assert host.run("/usr/local/lib/gept-pgbouncer/pgbouncer-checkconf /etc/pgbouncer/pgbouncer.ini").rc == 0
+    assert_running(host, PG_UNIT)
