@@ -615,6 +615,17 @@ def drop_database(cfg: Config, name: str) -> None:
         admin.close()
 
 
+def source_preload(cfg: Config) -> str:
+    """The live cluster's shared_preload_libraries: a restored copy needs the same."""
+    conn = connect(cfg, "postgres")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW shared_preload_libraries")
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
 # --- pgBackRest ---------------------------------------------------------------------------------
 
 
@@ -652,12 +663,12 @@ class ScratchCluster:
     """A cluster restored by pgBackRest into cfg.drill_pgdata, run on cfg.drill_port with its
     socket in cfg.drill_socket_dir only (no TCP), archiving off; removed on exit."""
 
-    def __init__(self, cfg: Config, target_type: str, target: str) -> None:
+    def __init__(self, cfg: Config, target_type: str, target: str, preload: str) -> None:
         self.cfg = cfg
         self.target_type = target_type
         self.target = target
         self.pg_ctl = str(cfg.bindir / "pg_ctl")
-        self.started = False
+        self.preload = preload
 
     def __enter__(self) -> ScratchCluster:
         cfg = self.cfg
@@ -693,7 +704,6 @@ class ScratchCluster:
             ],
             "start the scratch cluster",
         )
-        self.started = True
         self.wait_promoted()
         return self
 
@@ -708,7 +718,7 @@ class ScratchCluster:
             "port": str(cfg.drill_port),
             "listen_addresses": "''",
             "unix_socket_directories": f"'{cfg.drill_socket_dir}'",
-            "shared_preload_libraries": "'timescaledb'",
+            "shared_preload_libraries": "'{}'".format(self.preload.replace("'", "")),
             "timescaledb.max_background_workers": "0",
             "timescaledb.telemetry_level": "off",
             "max_connections": "20",
@@ -779,6 +789,8 @@ def drill_pgbackrest(cfg: Config) -> None:
             # record: what the snapshot sees is what recovery to the point brings back
             # (up to a commit racing the same microseconds; a rerun settles that).
             cur.execute("SELECT pg_create_restore_point(%s)", (point,))
+            cur.execute("SHOW shared_preload_libraries")
+            preload = cur.fetchone()[0]
             expected = {
                 t: fingerprint(cur, t, cfg.sample_window).as_dict()
                 for t in user_tables(cur, cfg.drill_schemas)
@@ -788,7 +800,7 @@ def drill_pgbackrest(cfg: Config) -> None:
         conn.close()
     # Switches the WAL segment and waits until it is archived: the restore point is in the repo.
     run(pgbackrest(cfg, "check"), "pgbackrest check")
-    with ScratchCluster(cfg, "name", point) as scratch:
+    with ScratchCluster(cfg, "name", point, preload) as scratch:
         conn = scratch.connect(cfg.db)
         try:
             with conn.cursor() as cur:
@@ -867,7 +879,7 @@ def cmd_restore_pitr(cfg: Config, target_time: str, target: str, replace: bool) 
     """Point-in-time restore into a named database, leaving the running cluster alone."""
     with exclusive(cfg, "restore"):
         run(pgbackrest(cfg, "check"), "pgbackrest check")  # archive the WAL up to now
-        with ScratchCluster(cfg, "time", target_time) as scratch:
+        with ScratchCluster(cfg, "time", target_time, source_preload(cfg)) as scratch:
             dump = cfg.drill_dir / "pitr.dump"
             conn = scratch.connect(cfg.db)
             try:
