@@ -79,6 +79,10 @@ def test_outage_across_several_windows_leaves_zero_missing(launch: Launcher, pg:
     rows = assert_no_gaps(pg, gept_db, 1)
     assert rows[-1][0] - before >= 10  # the outage windows are in
     assert five.metric("gept_fivemin_backfilled_windows_total") >= 10
+    # the hourly collector heals its gap the same way (its cycle is one 3-s window long)
+    resumed = time.time()
+    wait_until(lambda: hour.metric("gept_hourly_last_success_timestamp_seconds") > resumed
+               and hour.metric("gept_hourly_missing_windows") == 0, 30, what="hourly catch-up")
     hourly = [r[0] for r in query(pg, gept_db, "SELECT extract(epoch FROM window_start)::bigint "
                                                 "FROM collection_windows WHERE series = '1h' ORDER BY 1")]
     assert hourly == list(range(hourly[0], hourly[-1] + replay.window_1h, replay.window_1h))
@@ -126,7 +130,10 @@ def test_empty_windows_are_recorded_and_not_asked_again(launch: Launcher, pg: Pg
     empties = {s for s, n in ledger(pg, gept_db) if n == 0}
     assert len(empties) >= 5
     replay.clear()
-    wait_until(lambda: any(n > 0 for _, n in ledger(pg, gept_db)), 20, what="data after the fault")
+    cleared = time.time()
+    wait_until(lambda: any(n > 0 for _, n in ledger(pg, gept_db))
+               and c.metric("gept_fivemin_last_success_timestamp_seconds") > cleared
+               and c.metric("gept_fivemin_missing_windows") == 0, 20, what="data after the fault")
     c.stop()
     after = dict(ledger(pg, gept_db))
     assert all(after[s] == 0 for s in empties), "an empty window was fetched again and overwritten"

@@ -2,13 +2,15 @@
 
 Every cycle:
 1. Ask for the newest window (no ?timestamp): its `timestamp` is the newest window the API
-   has published, by the API's own clock. Store it if it has data. An empty newest window may
-   just not be closed yet, so it is not recorded; it is asked for again next cycle.
+   has published, by the API's own clock. An empty newest window may just not be closed yet,
+   so it is not recorded; it is asked for again next cycle.
 2. List the windows inside the look-back that are not in the `collection_windows` ledger,
-   up to the newest stored-or-storable one, and fetch each with ?timestamp=T, oldest first,
-   paced. Each is stored in ONE transaction with its ledger row, so a window is either
-   complete or absent. These windows are all older than the API's newest, so an empty answer
-   is final: it is recorded with item_count 0 and never asked for again.
+   up to the newest (if it has data), and store them oldest first: older ones fetched with
+   ?timestamp=T, paced; the newest from step 1, last. Each is stored in ONE transaction with
+   its ledger row, so a window is either complete or absent, and the ledger only ever grows at
+   its end (no holes behind the newest stored window, even if the process stops mid-way).
+   Windows older than the API's newest are final: an empty answer is recorded with
+   item_count 0 and never asked for again.
 A window rejected by validation stays missing (and is retried next cycle); gept_<c>_missing_windows
 says how many are still owed.
 """
@@ -86,26 +88,26 @@ class WindowCollector(Collector):
 
     def cycle(self) -> None:
         assert self.metrics.missing is not None and self.metrics.backfilled is not None  # noqa: S101
-        newest, rows = self.fetch_window(None)
-        if rows:
-            self._save(newest, rows)
-        upper = newest if rows else newest - self.window_seconds
+        newest, newest_rows = self.fetch_window(None)
+        upper = newest if newest_rows else newest - self.window_seconds
         todo = self.db.run(self.missing, upper)
         self.metrics.missing.set(len(todo))
-        if todo:
+        if len(todo) > 1:
             log.info("%s: %d missing window(s), %d..%d; back-filling", self.series, len(todo),
                      todo[0], todo[-1])
         rejected = 0
-        for n, start in enumerate(todo):
-            if n:
+        for start in todo:
+            if start == newest:  # already fetched; stored last, so the ledger grows without holes
+                rows = newest_rows
+            else:
                 self.shutdown.wait(self.pacing)
-            try:
-                _, rows = self.fetch_window(start)
-            except ValidationError:
-                rejected += 1
-                continue
+                try:
+                    _, rows = self.fetch_window(start)
+                except ValidationError:
+                    rejected += 1
+                    continue
+                self.metrics.backfilled.inc()
             self._save(start, rows)
-            self.metrics.backfilled.inc()
             self.metrics.missing.dec()
         self.after_cycle()
         if rejected:
