@@ -9,20 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from monitoring_lib import REPO, load_yaml, require_tool
-
-
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory) -> Path:
-    """out_dir with all/, slack-email/, none/ (alertmanager.yml + secrets/) and grafana/."""
-    out_dir = tmp_path_factory.mktemp("render")
-    cmd = [str(REPO / ".venv/bin/ansible-playbook"), "-i", "localhost,", "tests/monitoring/render.yml",
-           "-e", f"out_dir={out_dir}"]
-    if not Path(cmd[0]).exists():
-        cmd[0] = "ansible-playbook"
-    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False, timeout=300)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return out_dir
+from monitoring_lib import load_yaml, require_tool
 
 
 def _amtool_version(amtool: str) -> tuple[int, int]:
