@@ -15,8 +15,14 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     slack-email and none; grafana/; queries-full.yml and queries-apache.yml."""
     out_dir = tmp_path_factory.mktemp("render")
     playbook = REPO / ".venv/bin/ansible-playbook"
-    cmd = [str(playbook) if playbook.exists() else "ansible-playbook", "-i", "localhost,",
-           "tests/monitoring/render.yml", "-e", f"out_dir={out_dir}"]
+    cmd = [
+        str(playbook) if playbook.exists() else "ansible-playbook",
+        "-i",
+        "localhost,",
+        "tests/monitoring/render.yml",
+        "-e",
+        f"out_dir={out_dir}",
+    ]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return out_dir

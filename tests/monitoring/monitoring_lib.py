@@ -32,6 +32,8 @@ def require_tool(name: str) -> str:
     """Path of a controller tool; fail (not skip) when missing: setup-controller.sh installs it."""
     found = shutil.which(name)
     if found is None:
-        pytest.fail(f"{name} not found on PATH: run scripts/setup-controller.sh "
-                    "(apt: prometheus, prometheus-alertmanager)")
+        pytest.fail(
+            f"{name} not found on PATH: run scripts/setup-controller.sh "
+            "(apt: prometheus, prometheus-alertmanager)"
+        )
     return found

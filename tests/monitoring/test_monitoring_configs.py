@@ -31,9 +31,11 @@ def test_amtool_accepts_slack_and_email_config(rendered: Path):
 def test_amtool_accepts_config_with_every_receiver(rendered: Path):
     amtool = require_tool("amtool")
     if _amtool_version(amtool) < (0, 27):
-        pytest.skip("controller amtool < 0.27 lacks webhook_url_file/url_file; the Molecule host "
-                    "(Debian trixie, 0.28) validates this configuration at converge (validate:) and in "
-                    "test_alertmanager_config_passes_amtool_and_holds_no_secret")
+        pytest.skip(
+            "controller amtool < 0.27 lacks webhook_url_file/url_file; the Molecule host "
+            "(Debian trixie, 0.28) validates this configuration at converge (validate:) and in "
+            "test_alertmanager_config_passes_amtool_and_holds_no_secret"
+        )
     out = _amtool("check-config", str(rendered / "all/alertmanager.yml"))
     assert out.returncode == 0, out.stdout + out.stderr
 

@@ -98,6 +98,7 @@ def test_panel_promql_is_accepted_by_promtool(path: Path, tmp_path: Path):
     assert rules
     rule_file = tmp_path / "dashboard.rules.yml"
     rule_file.write_text(yaml.safe_dump({"groups": [{"name": path.stem, "rules": rules}]}))
-    out = subprocess.run([promtool, "check", "rules", str(rule_file)],
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [promtool, "check", "rules", str(rule_file)], capture_output=True, text=True, check=False
+    )
     assert out.returncode == 0, out.stdout + out.stderr

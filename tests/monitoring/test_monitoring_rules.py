@@ -50,7 +50,10 @@ def test_promtool_unit_tests(path: Path):
     promtool = require_tool("promtool")
     out = subprocess.run(
         [promtool, "test", "rules", test_file.name],
-        cwd=RULE_TESTS_DIR, capture_output=True, text=True, check=False,
+        cwd=RULE_TESTS_DIR,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert out.returncode == 0, out.stdout + out.stderr
 

@@ -61,8 +61,20 @@ def require_job(host, job: str) -> None:
 
 
 _PROMQL_NOT_METRICS = {
-    "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless",
-    "bool", "offset", "inf", "nan", "atan2",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "inf",
+    "nan",
+    "atan2",
 }
 
 
@@ -138,9 +150,7 @@ def test_core_services_running(host, unit):
     assert_running(host, unit)
 
 
-@pytest.mark.parametrize(
-    "unit", ["prometheus-postgres-exporter", "prometheus-pgbouncer-exporter"]
-)
+@pytest.mark.parametrize("unit", ["prometheus-postgres-exporter", "prometheus-pgbouncer-exporter"])
 def test_database_exporters_running(host, unit):
     job = {"prometheus-postgres-exporter": "postgres", "prometheus-pgbouncer-exporter": "pgbouncer"}[unit]
     require_job(host, job)
@@ -268,8 +278,10 @@ def test_scrape_target_up(host, job):
     targets = [t for t in wait_targets_scraped(host) if t["labels"]["job"] == job]
     bad = [(t["scrapeUrl"], t["health"], t["lastError"]) for t in targets if t["health"] != "up"]
     if bad:
-        pytest.fail(f"{job} targets not up: {bad}\n--- journal ---\n"
-                    + host.run(f"journalctl -u {JOBS[job]} -n 40 --no-pager").stdout)
+        pytest.fail(
+            f"{job} targets not up: {bad}\n--- journal ---\n"
+            + host.run(f"journalctl -u {JOBS[job]} -n 40 --no-pager").stdout
+        )
 
 
 def test_no_unknown_scrape_jobs(host):
@@ -296,8 +308,17 @@ def test_watchdog_reaches_alertmanager(host):
 
 
 # --- no dead metrics --------------------------------------------------------------------------
-COMPONENTS = ["prometheus", "alertmanager", "node", "postgres", "pgbouncer", "backups", "timescaledb-full",
-              *[f"gept-collector-{c}" for c in COLLECTORS], "gept-dashboard"]
+COMPONENTS = [
+    "prometheus",
+    "alertmanager",
+    "node",
+    "postgres",
+    "pgbouncer",
+    "backups",
+    "timescaledb-full",
+    *[f"gept-collector-{c}" for c in COLLECTORS],
+    "gept-dashboard",
+]
 
 
 @pytest.mark.parametrize("component", COMPONENTS)
@@ -331,20 +352,23 @@ def test_no_dead_metrics(host, component):
 def test_metric_name_extraction():
     """The extractor the dead-metrics test relies on (pure function, checked on real rule shapes)."""
     assert metric_names('sum by (instance, job) (rate(gept_latest_requests_total{status!="200"}[15m]))') == {
-        "gept_latest_requests_total"}
+        "gept_latest_requests_total"
+    }
     assert metric_names("time() - gept_items_last_success_timestamp_seconds > 26 * 3600") == {
-        "gept_items_last_success_timestamp_seconds"}
+        "gept_items_last_success_timestamp_seconds"
+    }
     quantile = "histogram_quantile(0.95, sum by (le) (rate(x_bucket[$__rate_interval])))"
     assert metric_names(quantile) == {"x_bucket"}
     join = 'a / on (database) group_left max by (database) (label_replace(b, "d", "$1", "n", "(.*)"))'
     assert metric_names(join) == {"a", "b"}
     assert metric_names("absent(gept_backup_last_success_timestamp_seconds)") == {
-        "gept_backup_last_success_timestamp_seconds"}
+        "gept_backup_last_success_timestamp_seconds"
+    }
     assert metric_names("vector(1)") == set()
 
 
 # --- end-to-end delivery (last: it stops a unit for a while) ------------------------------------
-RECEIVER = r'''
+RECEIVER = r"""
 import http.server, sys
 class H(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
@@ -355,7 +379,7 @@ class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
 http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
-'''
+"""
 
 
 def test_zz_end_to_end_alert_delivery(host):
@@ -372,7 +396,8 @@ def test_zz_end_to_end_alert_delivery(host):
     host.run(f"mkdir -p {work} && rm -f {work}/alerts.jsonl")
     host.run(f"cat > {work}/receiver.py <<'EOF'\n{RECEIVER}\nEOF")
     started = host.run(
-        f"systemd-run --unit={unit} --collect python3 {work}/receiver.py {port} {work}/alerts.jsonl")
+        f"systemd-run --unit={unit} --collect python3 {work}/receiver.py {port} {work}/alerts.jsonl"
+    )
     assert started.rc == 0, started.stderr
     try:
         up = wait_for(host, f"curl -s -o /dev/null -X POST -d '' http://127.0.0.1:{port}/", 20, 0.5)
@@ -386,14 +411,19 @@ def test_zz_end_to_end_alert_delivery(host):
                 payload = json.loads(line)
                 for alert in payload.get("alerts", []):
                     labels = alert["labels"]
-                    if (labels.get("alertname") == "GeptE2ETargetDown" and labels.get("job") == "node"
-                            and alert["status"] == "firing"):
+                    if (
+                        labels.get("alertname") == "GeptE2ETargetDown"
+                        and labels.get("job") == "node"
+                        and alert["status"] == "firing"
+                    ):
                         delivered = payload
             if delivered:
                 break
             time.sleep(3)
-        assert delivered, ("no GeptE2ETargetDown notification reached the webhook receiver\n"
-                           + host.run("journalctl -u prometheus-alertmanager -n 30 --no-pager").stdout)
+        assert delivered, (
+            "no GeptE2ETargetDown notification reached the webhook receiver\n"
+            + host.run("journalctl -u prometheus-alertmanager -n 30 --no-pager").stdout
+        )
         assert delivered["receiver"] in ("gept-warning", "gept-critical")
         assert delivered["version"] == "4"
     finally:
