@@ -123,9 +123,39 @@ def curl(host, url: str, *args: str) -> tuple[int, dict[str, str], str]:
     return status, headers, out.stdout
 
 
-def credentials(hostvars: dict) -> str:
+# Secrets reach the host's commands through 0600 files in this directory, never on a command
+# line: a failed assertion prints the command, and CI logs must not hold the demo secrets.
+SECRETS_DIR = "/run/security-test"
+
+
+def write_secret_file(host, name: str, content: str) -> str:
+    path = f"{SECRETS_DIR}/{name}"
+    out = host.run(
+        f"install -d -m 0700 {SECRETS_DIR} && umask 077 && printf '%s' {shlex.quote(content)} > {path}"
+    )
+    if out.rc != 0:
+        pytest.fail(f"could not write {path} in the host (rc {out.rc})")
+    return path
+
+
+@pytest.fixture(scope="module")
+def secret_files(host, hostvars):
+    """curl config with the basic-auth credentials, a pgpass file, and one grep pattern file per
+    vault value (named after the variable, so a finding names the secret, not its value)."""
     user = _var(hostvars, "web_basic_auth_user", "gept")
-    return shlex.quote(f"{user}:{vault()['vault_web_basic_auth_password']}")
+    password = vault()["vault_web_basic_auth_password"]
+    files = {"curl": write_secret_file(host, "curl.cfg", f'user = "{user}:{password}"\n')}
+    pgpass = "".join(
+        f"127.0.0.1:5432:gept:{role}:{vault()[f'vault_db_{kind}_password']}\n"
+        for role, kind in (("gept_readonly", "readonly"), ("gept_collector", "collector"))
+        if f"vault_db_{kind}_password" in vault()
+    )
+    files["pgpass"] = write_secret_file(host, "pgpass", pgpass)
+    for name, value in vault().items():
+        if len(value) >= 8:
+            files[name] = write_secret_file(host, f"pattern-{name}", value + "\n")
+    yield files
+    host.run(f"rm -rf {SECRETS_DIR}")
 
 
 def start_unit(host, unit: str, command: str) -> None:
@@ -259,9 +289,9 @@ def test_https_requires_credentials(host, hostvars, path):
     assert curl(host, url, "-u", wrong)[0] == 401
 
 
-def test_https_with_credentials_reaches_the_dashboard(host, hostvars, dashboard):
+def test_https_with_credentials_reaches_the_dashboard(host, hostvars, dashboard, secret_files):
     status, headers, body = curl(
-        host, f"https://127.0.0.1:{https_port(hostvars)}/", "-u", credentials(hostvars)
+        host, f"https://127.0.0.1:{https_port(hostvars)}/", "-K", secret_files["curl"]
     )
     assert status == 200, body[:500]
     assert headers["strict-transport-security"].startswith("max-age=")
@@ -282,7 +312,7 @@ ROUTES = {
 
 
 @pytest.mark.parametrize("service", sorted(ROUTES))
-def test_https_route_reaches_its_service(host, hostvars, service):
+def test_https_route_reaches_its_service(host, hostvars, service, secret_files):
     port, path = ROUTES[service]
     if not listening(host, port):
         # Grafana cannot be installed in this environment (docs/security.md); the others must
@@ -291,7 +321,7 @@ def test_https_route_reaches_its_service(host, hostvars, service):
             pytest.fail(f"{service} does not listen on 127.0.0.1:{port}")
         pytest.skip(f"{service} is not deployed in scenario {SCENARIO} (nothing on 127.0.0.1:{port})")
     status, _, body = curl(
-        host, f"https://127.0.0.1:{https_port(hostvars)}{path}", "-u", credentials(hostvars)
+        host, f"https://127.0.0.1:{https_port(hostvars)}{path}", "-K", secret_files["curl"]
     )
     assert status == 200, f"{path} -> {status}: {body[:300]}"
 
@@ -305,7 +335,8 @@ def test_tls_and_credential_files(host):
     assert re.fullmatch(r"[^:\s]+:\$6\$[./0-9A-Za-z]{1,16}\$[./0-9A-Za-z]{86}", line), (
         "not a SHA-512 crypt line"
     )
-    assert vault()["vault_web_basic_auth_password"] not in line
+    if vault()["vault_web_basic_auth_password"] in line:
+        pytest.fail("the htpasswd file holds the plaintext password")
     assert host.run("nginx -t").rc == 0
 
 
@@ -329,23 +360,30 @@ def test_nginx_is_sandboxed(host):
 
 # --- Secrets on disk --------------------------------------------------------------------------------
 def _files_containing(
-    host, value: str, directories: list[str], world_readable_only: bool = False
+    host, grep: str, directories: list[str], world_readable_only: bool = False
 ) -> list[str]:
+    """Regular files under `directories` that `grep -l <grep>` matches (e.g. `-F -f FILE`)."""
     dirs = " ".join(shlex.quote(d) for d in directories)
     perm = "-perm -0004" if world_readable_only else ""
-    found = f"xargs -0 -r grep -lF -- {shlex.quote(value)}"
-    out = host.run(f"find {dirs} -xdev -type f {perm} -size -4M -print0 2>/dev/null | {found}")
+    out = host.run(
+        f"find {dirs} -xdev -type f {perm} -size -4M -print0 2>/dev/null | xargs -0 -r grep -l {grep}"
+    )
     assert out.rc in (0, 1, 123), out.stderr
     return out.stdout.split()
 
 
-def test_secret_files_have_private_modes_and_service_owners(host):
-    secrets = {name: value for name, value in vault().items() if len(value) >= 8}
-    assert secrets, "the demo vault holds no secret to look for"
+def _vault_patterns(secret_files: dict[str, str]) -> dict[str, str]:
+    """Vault variable name -> its pattern file in the host."""
+    return {name: path for name, path in secret_files.items() if name.startswith("vault_")}
+
+
+def test_secret_files_have_private_modes_and_service_owners(host, secret_files):
+    patterns = _vault_patterns(secret_files)
+    assert patterns, "the demo vault holds no secret to look for"
     present = [d for d in SECRET_DIRS if host.file(d).is_directory]
     found: dict[str, list[str]] = {}
-    for name, value in secrets.items():
-        for path in _files_containing(host, value, present):
+    for name, pattern in patterns.items():
+        for path in _files_containing(host, f"-F -f {pattern}", present):
             found.setdefault(path, []).append(name)
     problems = []
     for path, names in sorted(found.items()):
@@ -361,17 +399,13 @@ def test_secret_files_have_private_modes_and_service_owners(host):
         assert found, "no rendered file holds a vault secret: the scan cannot be looking in the right places"
 
 
-def test_no_secret_in_a_world_readable_file(host):
+def test_no_secret_in_a_world_readable_file(host, secret_files):
     directories = [d for d in list(SECRET_DIRS) + EXTRA_SCAN_DIRS if host.file(d).is_directory]
     leaks = []
-    for name, value in vault().items():
-        if len(value) < 8:
-            continue
-        leaks += [
-            f"{path}: {name}"
-            for path in _files_containing(host, value, directories, world_readable_only=True)
-        ]
-    keys = _files_containing(host, "PRIVATE KEY-----", directories, world_readable_only=True)
+    for name, pattern in _vault_patterns(secret_files).items():
+        found = _files_containing(host, f"-F -f {pattern}", directories, world_readable_only=True)
+        leaks += [f"{path}: {name}" for path in found]
+    keys = _files_containing(host, "-F -e 'PRIVATE KEY-----'", directories, world_readable_only=True)
     leaks += [f"{path}: a private key" for path in keys]
     assert not leaks, "secrets in world-readable files:\n" + "\n".join(leaks)
 
@@ -418,10 +452,10 @@ def superuser_sql(host, sql: str) -> str:
     )
 
 
-def role_sql(host, role: str, password: str, sql: str):
-    """Run `sql` as `role` over TCP with its password (scram); returns the command result."""
+def role_sql(host, role: str, sql: str):
+    """Run `sql` as `role` over TCP (scram), its password read from the pgpass file."""
     return host.run(
-        f"PGPASSWORD={shlex.quote(password)} psql -XAtq -v ON_ERROR_STOP=1 -h 127.0.0.1 -p 5432 "
+        f"PGPASSFILE={SECRETS_DIR}/pgpass psql -XAtq -v ON_ERROR_STOP=1 -h 127.0.0.1 -p 5432 "
         f"-U {role} -d gept -c {shlex.quote(sql)}"
     )
 
@@ -463,9 +497,8 @@ def test_application_roles_hold_no_elevated_attributes(host, database):
     assert not memberships, f"powerful role memberships: {memberships}"
 
 
-def test_readonly_role_reads_but_cannot_write(host, database):
-    password = vault()["vault_db_readonly_password"]
-    read = role_sql(host, "gept_readonly", password, "SELECT count(*) FROM items")
+def test_readonly_role_reads_but_cannot_write(host, database, secret_files):
+    read = role_sql(host, "gept_readonly", "SELECT count(*) FROM items")
     assert read.rc == 0, f"gept_readonly cannot read items: {read.stderr}"
     for sql in (
         "INSERT INTO items (item_id, name) VALUES (-1, 'security-test')",
@@ -473,20 +506,17 @@ def test_readonly_role_reads_but_cannot_write(host, database):
         "DELETE FROM player_counts WHERE false",
         "CREATE TABLE security_test_probe (x int)",
     ):
-        out = role_sql(host, "gept_readonly", password, f"BEGIN; {sql}; ROLLBACK;")
+        out = role_sql(host, "gept_readonly", f"BEGIN; {sql}; ROLLBACK;")
         assert out.rc != 0 and "permission denied" in out.stderr, (
             f"gept_readonly may run: {sql} ({out.stderr})"
         )
 
 
-def test_collector_role_writes_data_but_cannot_drop_or_touch_others(host, database):
-    password = vault()["vault_db_collector_password"]
-    write = role_sql(
-        host, "gept_collector", password, "BEGIN; INSERT INTO player_counts VALUES (now(), 1); ROLLBACK;"
-    )
+def test_collector_role_writes_data_but_cannot_drop_or_touch_others(host, database, secret_files):
+    write = role_sql(host, "gept_collector", "BEGIN; INSERT INTO player_counts VALUES (now(), 1); ROLLBACK;")
     assert write.rc == 0, f"gept_collector cannot write player_counts: {write.stderr}"
     for sql in ("DROP TABLE items", "ALTER TABLE items ADD COLUMN security_test int", "TRUNCATE osrs_news"):
-        out = role_sql(host, "gept_collector", password, f"BEGIN; {sql}; ROLLBACK;")
+        out = role_sql(host, "gept_collector", f"BEGIN; {sql}; ROLLBACK;")
         assert out.rc != 0, f"gept_collector may run: {sql}"
         assert "must be owner" in out.stderr or "permission denied" in out.stderr, out.stderr
     # A table of another role, granted to nobody: the collector may neither read nor write it.
@@ -497,7 +527,7 @@ def test_collector_role_writes_data_but_cannot_drop_or_touch_others(host, databa
     )
     try:
         for sql in ("SELECT * FROM security_test_foreign", "INSERT INTO security_test_foreign VALUES (1)"):
-            out = role_sql(host, "gept_collector", password, f"BEGIN; {sql}; ROLLBACK;")
+            out = role_sql(host, "gept_collector", f"BEGIN; {sql}; ROLLBACK;")
             assert out.rc != 0 and "permission denied" in out.stderr, f"gept_collector may run: {sql}"
     finally:
         superuser_sql(host, "DROP TABLE IF EXISTS security_test_foreign")
