@@ -64,5 +64,12 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 def connect_params(port: int) -> dict[str, object]:
     """psycopg2.connect() arguments (PGlite accepts any password; no TLS)."""
-    return {"host": "127.0.0.1", "port": port, "user": "postgres", "password": "postgres",
-            "dbname": "postgres", "sslmode": "disable", "connect_timeout": 10}
+    return {
+        "host": "127.0.0.1",
+        "port": port,
+        "user": "postgres",
+        "password": "postgres",
+        "dbname": "postgres",
+        "sslmode": "disable",
+        "connect_timeout": 10,
+    }

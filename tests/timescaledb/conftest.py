@@ -97,18 +97,39 @@ def render_sql(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., dict[s
         key = json.dumps([edition, role_vars], sort_keys=True)
         if key not in cache:
             out = tmp_path_factory.mktemp("sql")
-            extra = {"timescaledb_edition": edition, "timescaledb_sql_dir": str(out),
-                     "ansible_python_interpreter": sys.executable, **role_vars}
+            extra = {
+                "timescaledb_edition": edition,
+                "timescaledb_sql_dir": str(out),
+                "ansible_python_interpreter": sys.executable,
+                **role_vars,
+            }
             extra_file = out / "vars.json"
             extra_file.write_text(json.dumps(extra))
-            env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-                   "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
-                   "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.timer", "ANSIBLE_NOCOLOR": "1"}
+            env = {
+                **os.environ,
+                "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+                "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
+                "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.timer",
+                "ANSIBLE_NOCOLOR": "1",
+            }
             playbook = REPO / "tests" / "timescaledb" / "render_sql.yml"
             run = subprocess.run(
-                [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", str(playbook),
-                 "-e", f"@{REPO / 'group_vars' / 'all' / 'main.yml'}", "-e", f"@{extra_file}"],
-                cwd=REPO, env=env, capture_output=True, text=True, timeout=180, check=False,
+                [
+                    str(Path(sys.executable).parent / "ansible-playbook"),
+                    "-i",
+                    "localhost,",
+                    str(playbook),
+                    "-e",
+                    f"@{REPO / 'group_vars' / 'all' / 'main.yml'}",
+                    "-e",
+                    f"@{extra_file}",
+                ],
+                cwd=REPO,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=180,
+                check=False,
             )
             assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
             cache[key] = {p.name: p.read_text() for p in out.glob("*.sql")}

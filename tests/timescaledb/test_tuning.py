@@ -14,34 +14,58 @@ import timescaledb_tune as tt  # noqa: E402
 # (RAM MB, vCPUs) -> expected values. 24 GB / 4 CPU is the Ampere A1 free shape.
 SHAPES = {
     (1024, 1): {
-        "max_connections": "25", "shared_buffers": "256MB", "effective_cache_size": "768MB",
-        "maintenance_work_mem": "128MB", "work_mem": "5242kB", "max_worker_processes": "20",
-        "max_parallel_workers": "1", "max_parallel_workers_per_gather": "1",
+        "max_connections": "25",
+        "shared_buffers": "256MB",
+        "effective_cache_size": "768MB",
+        "maintenance_work_mem": "128MB",
+        "work_mem": "5242kB",
+        "max_worker_processes": "20",
+        "max_parallel_workers": "1",
+        "max_parallel_workers_per_gather": "1",
         "max_locks_per_transaction": "128",
     },
     (4096, 2): {
-        "max_connections": "50", "shared_buffers": "1GB", "effective_cache_size": "3GB",
-        "maintenance_work_mem": "512MB", "work_mem": "10485kB", "max_worker_processes": "21",
-        "max_parallel_workers": "2", "max_parallel_workers_per_gather": "1",
+        "max_connections": "50",
+        "shared_buffers": "1GB",
+        "effective_cache_size": "3GB",
+        "maintenance_work_mem": "512MB",
+        "work_mem": "10485kB",
+        "max_worker_processes": "21",
+        "max_parallel_workers": "2",
+        "max_parallel_workers_per_gather": "1",
         "max_locks_per_transaction": "128",
     },
     (24576, 4): {
-        "max_connections": "100", "shared_buffers": "6GB", "effective_cache_size": "18GB",
-        "maintenance_work_mem": "2GB", "work_mem": "15728kB", "max_worker_processes": "23",
-        "max_parallel_workers": "4", "max_parallel_workers_per_gather": "2",
+        "max_connections": "100",
+        "shared_buffers": "6GB",
+        "effective_cache_size": "18GB",
+        "maintenance_work_mem": "2GB",
+        "work_mem": "15728kB",
+        "max_worker_processes": "23",
+        "max_parallel_workers": "4",
+        "max_parallel_workers_per_gather": "2",
         "max_locks_per_transaction": "512",
     },
     (131072, 32): {
-        "max_connections": "100", "shared_buffers": "32GB", "effective_cache_size": "96GB",
-        "maintenance_work_mem": "2GB", "work_mem": "10485kB", "max_worker_processes": "51",
-        "max_parallel_workers": "32", "max_parallel_workers_per_gather": "16",
+        "max_connections": "100",
+        "shared_buffers": "32GB",
+        "effective_cache_size": "96GB",
+        "maintenance_work_mem": "2GB",
+        "work_mem": "10485kB",
+        "max_worker_processes": "51",
+        "max_parallel_workers": "32",
+        "max_parallel_workers_per_gather": "16",
         "max_locks_per_transaction": "1024",
     },
 }
 FIXED = {
-    "timescaledb.max_background_workers": "16", "wal_buffers": "16MB", "random_page_cost": "1.1",
-    "effective_io_concurrency": "256", "checkpoint_completion_target": "0.9",
-    "min_wal_size": "512MB", "max_wal_size": "1GB",
+    "timescaledb.max_background_workers": "16",
+    "wal_buffers": "16MB",
+    "random_page_cost": "1.1",
+    "effective_io_concurrency": "256",
+    "checkpoint_completion_target": "0.9",
+    "min_wal_size": "512MB",
+    "max_wal_size": "1GB",
 }
 
 
@@ -87,7 +111,7 @@ def test_half_cpus_round_half_up_like_go():
 def test_wal_sizes_follow_the_wal_disk():
     result = tt.tune(24576, 4, wal_disk_gb=100)
     assert result["max_wal_size"] == "60GB"  # 60 % of the disk
-    assert result["min_wal_size"] == "25GB"     # 25 % of the disk
+    assert result["min_wal_size"] == "25GB"  # 25 % of the disk
     small = tt.tune(24576, 4, wal_disk_gb=1)
     assert (small["min_wal_size"], small["max_wal_size"]) == ("512MB", "1GB")
 

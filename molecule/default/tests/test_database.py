@@ -20,9 +20,16 @@ import timescaledb_tune  # noqa: E402  (the very module the role's filter uses)
 PG_UNIT = "postgresql@17-main"
 DB = "gept"
 HYPERTABLES = {"price_data_5min", "prices_latest_1m", "prices_1h", "player_counts"}
+# An item id no real item has, so the tests' rows are theirs alone (and removed after).
+TEST_ITEM = 990001
 MEMORY_SETTINGS = {
-    "shared_buffers", "effective_cache_size", "maintenance_work_mem", "work_mem",
-    "wal_buffers", "min_wal_size", "max_wal_size",
+    "shared_buffers",
+    "effective_cache_size",
+    "maintenance_work_mem",
+    "work_mem",
+    "wal_buffers",
+    "min_wal_size",
+    "max_wal_size",
 }
 
 
@@ -181,32 +188,51 @@ def test_apache_edition_timers_exist_and_work(host):
         pytest.skip("full edition: retention and rollups are database policies")
     for timer in ("gept-timescaledb-retention.timer", "gept-timescaledb-rollups.timer"):
         assert_running(host, timer)
+    item = TEST_ITEM
+    q(host, f"DELETE FROM prices_latest_1m WHERE item_id = {item}")
     # One row in a chunk past the 30-day retention of prices_latest_1m, one recent row.
-    q(host, "INSERT INTO prices_latest_1m (item_id, \"timestamp\", high, low) VALUES "
-            "(4151, now() - interval '45 days', 100, 90), (4151, now(), 100, 90) "
-            "ON CONFLICT DO NOTHING")
-    old_chunks = "SELECT count(*) FROM timescaledb_information.chunks " \
-                 "WHERE hypertable_name = 'prices_latest_1m' AND range_end < now() - interval '30 days'"
+    q(
+        host,
+        'INSERT INTO prices_latest_1m (item_id, "timestamp", high, low) VALUES '
+        f"({item}, now() - interval '45 days', 100, 90), ({item}, now(), 100, 90)",
+    )
+    old_chunks = (
+        "SELECT count(*) FROM timescaledb_information.chunks "
+        "WHERE hypertable_name = 'prices_latest_1m' AND range_end < now() - interval '30 days'"
+    )
     assert int(q(host, old_chunks)) >= 1
     run = host.run("systemctl start gept-timescaledb-retention.service")
     assert run.rc == 0, run.stderr
     assert q(host, old_chunks) == "0"
-    assert q(host, "SELECT count(*) FROM prices_latest_1m WHERE item_id = 4151") == "1"
+    assert q(host, f"SELECT count(*) FROM prices_latest_1m WHERE item_id = {item}") == "1"
+    q(host, f"DELETE FROM prices_latest_1m WHERE item_id = {item}")
 
 
 def test_apache_edition_rollups_refresh(host):
     if edition(host) != "apache":
         pytest.skip("full edition: continuous aggregates")
-    q(host, "INSERT INTO price_data_5min VALUES "
-            "(4151, date_trunc('hour', now()), 100, 3, 90, 4), "
-            "(4151, date_trunc('hour', now()) + interval '5 minutes', 120, 1, 80, 2) "
-            "ON CONFLICT DO NOTHING")
+    item = TEST_ITEM
+    # A fixed, complete hour inside the timer's look-back window (no race with the clock).
+    bucket = q(host, "SELECT date_trunc('hour', now()) - interval '2 hours'")
+    q(host, f"DELETE FROM price_data_5min WHERE item_id = {item}")
+    q(
+        host,
+        "INSERT INTO price_data_5min VALUES "
+        f"({item}, '{bucket}', 100, 3, 90, 4), "
+        f"({item}, '{bucket}'::timestamptz + interval '5 minutes', 120, 1, 80, 2)",
+    )
     run = host.run("systemctl start gept-timescaledb-rollups.service")
     assert run.rc == 0, run.stderr
-    row = q(host, "SELECT open_high_price, max_high_price, close_high_price, high_price_volume, sample_count "
-                  "FROM price_data_hourly WHERE item_id = 4151 AND bucket = date_trunc('hour', now())")
+    row = q(
+        host,
+        "SELECT open_high_price, max_high_price, close_high_price, high_price_volume, sample_count "
+        f"FROM price_data_hourly WHERE item_id = {item} AND bucket = '{bucket}'",
+    )
     assert row == "100|120|120|4|2"
+    daily = q(host, f"SELECT sample_count FROM price_data_daily WHERE item_id = {item}")
+    assert daily.split() and int(daily.split()[-1]) >= 1
     assert as_user(host, "gept_readonly", "SELECT count(*) FROM price_data_daily").rc == 0
+    q(host, f"DELETE FROM price_data_5min WHERE item_id = {item}")
 
 
 def test_invalid_settings_are_rejected_before_they_land(host):
