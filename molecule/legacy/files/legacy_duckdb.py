@@ -28,7 +28,9 @@ def seed(data: Path, players: int, items: int) -> None:
     pc = data / "player_counts.duckdb"
     if not pc.exists():
         with duckdb.connect(str(pc)) as con:
-            con.execute('CREATE TABLE player_counts ("timestamp" TIMESTAMP PRIMARY KEY, player_count INTEGER)')
+            con.execute(
+                'CREATE TABLE player_counts ("timestamp" TIMESTAMP PRIMARY KEY, player_count INTEGER)'
+            )
             con.executemany(
                 "INSERT INTO player_counts VALUES (?, ?)",
                 [(T0 + timedelta(minutes=i), 50000 + (i * 7919) % 40000) for i in range(players)],
@@ -43,8 +45,17 @@ def seed(data: Path, players: int, items: int) -> None:
             con.executemany(
                 "INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (900000 + i, f"Legacy item {i}", f"An old item, number {i}.", i % 2 == 0,
-                     2 * i, 3 * i, None if i % 7 == 0 else 100 + i, i * 11, f"Legacy_item_{i}.png")
+                    (
+                        900000 + i,
+                        f"Legacy item {i}",
+                        f"An old item, number {i}.",
+                        i % 2 == 0,
+                        2 * i,
+                        3 * i,
+                        None if i % 7 == 0 else 100 + i,
+                        i * 11,
+                        f"Legacy_item_{i}.png",
+                    )
                     for i in range(items)
                 ],
             )
