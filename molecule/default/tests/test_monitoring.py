@@ -234,6 +234,24 @@ def test_postgres_exporter_secret_files(host):
     assert (env.user, env.group, env.mode) == ("root", "root", 0o600)
 
 
+def test_postgres_exporter_queries_run_without_errors(host):
+    """Every custom query loads and runs (a failing one sets pg_exporter_last_scrape_error)."""
+    require_job(host, "postgres")
+    metrics = ""
+    for _ in range(10):
+        metrics = host.run("curl -fsS 127.0.0.1:9187/metrics").stdout
+        if re.search(r"(?m)^pg_exporter_last_scrape_error 0$", metrics):
+            break
+        time.sleep(3)
+    assert re.search(r"(?m)^pg_exporter_user_queries_load_error\{.*\} 0$", metrics), "queries file not loaded"
+    errors = host.run(
+        "journalctl -u prometheus-postgres-exporter -n 20 --no-pager | grep -i 'error' || true"
+    ).stdout
+    assert re.search(r"(?m)^pg_exporter_last_scrape_error 0$", metrics), f"scrape errors:\n{errors}"
+    for metric in ("gept_table_newest_row_timestamp_seconds", "gept_table_size_bytes", "gept_schema_version"):
+        assert re.search(rf"(?m)^{metric}\{{", metrics), f"{metric} not exported"
+
+
 def test_grafana_files_rendered(host):
     """Provisioning and dashboards are rendered even where the package is not installed."""
     ini = host.file("/etc/grafana/grafana.ini")
