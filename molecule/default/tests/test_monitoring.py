@@ -405,6 +405,8 @@ def test_zz_end_to_end_alert_delivery(host):
     posts it to the webhook receiver this test runs inside the host."""
     if host.run("test -s /etc/prometheus/rules/gept-e2e.rules.yml").rc != 0:
         pytest.fail("prometheus_e2e_rule_enabled is not set for the test host (inventories/demo)")
+    if host.run("grep -q 'e2e=\"true\"' /etc/prometheus/alertmanager.yml").rc != 0:
+        pytest.fail("alertmanager_e2e_route_enabled is not set for the test host (inventories/demo)")
     url_file = host.file("/etc/prometheus/alertmanager.d/webhook_url")
     assert url_file.exists, "alertmanager_webhook_url is not set for the test host (inventories/demo)"
     port = urlsplit(url_file.content_string.strip()).port
@@ -423,7 +425,9 @@ def test_zz_end_to_end_alert_delivery(host):
         host.run(f"rm -f {work}/alerts.jsonl")
         assert host.run("systemctl stop prometheus-node-exporter").rc == 0
         delivered = None
-        for _ in range(60):  # scrape 15 s + for 10 s + evaluation 15 s + group_wait 30 s, bounded at 3 min
+        # scrape 15 s + for 10 s + evaluation 15 s + the e2e route's group_wait 5 s; bounded at 4 min.
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
             lines = host.run(f"cat {work}/alerts.jsonl 2>/dev/null").stdout.splitlines()
             for line in lines:
                 payload = json.loads(line)
