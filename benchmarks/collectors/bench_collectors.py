@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "files" / "collectors"))
 sys.path.insert(0, str(ROOT / "files" / "osrs_replay"))
 
 import osrs_replay  # noqa: E402
-from conftest import (  # noqa: E402
+from collectors_support import (  # noqa: E402
     COLLECTOR_PASSWORD,
     READONLY_PASSWORD,
     Launcher,

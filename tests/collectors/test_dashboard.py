@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from conftest import ARTIFACTS, READONLY_PASSWORD, Launcher, PgCluster, Proc, Replay, wait_until
+from collectors_support import ARTIFACTS, READONLY_PASSWORD, Launcher, PgCluster, Proc, Replay, wait_until
 
 pytestmark = pytest.mark.postgres
 

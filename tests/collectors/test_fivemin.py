@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import Launcher, PgCluster, Replay, query, wait_until
+from collectors_support import Launcher, PgCluster, Replay, query, wait_until
 
 pytestmark = pytest.mark.postgres
 

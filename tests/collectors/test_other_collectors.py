@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import Launcher, PgCluster, Replay, query, wait_until
+from collectors_support import Launcher, PgCluster, Replay, query, wait_until
 
 pytestmark = pytest.mark.postgres
 
@@ -93,7 +93,7 @@ def test_bad_config_exits_without_crash_loop(launch: Launcher, pg: PgCluster, ge
     import subprocess
     import sys
 
-    from conftest import COLLECTORS_DIR
+    from collectors_support import COLLECTORS_DIR
     env = launch.env(gept_db, None, GEPT_DB_PASSWORD="")
     done = subprocess.run([sys.executable, str(COLLECTORS_DIR / "collector_latest.py")], env=env,
                           capture_output=True, text=True, timeout=30)

@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from conftest import COLLECTORS_DIR, USER_AGENT, Replay
+from collectors_support import COLLECTORS_DIR, USER_AGENT, Replay
 from prometheus_client import CollectorRegistry
 
 sys.path.insert(0, str(COLLECTORS_DIR))

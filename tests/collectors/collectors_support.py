@@ -1,0 +1,343 @@
+"""Helpers and fixtures for the collectors' tests (conftest.py imports the fixtures; the module
+has a name of its own so it never collides with another area's conftest): a throwaway
+PostgreSQL cluster with the real schema (roles/timescaledb/files/migrations/*.sql applied in
+order), the osrs_replay fake API, and
+collectors run as real processes with fast windows (a "5-minute" window of 1-2 s).
+
+Everything listens on 127.0.0.1 on free ports and is stopped by PID at the end.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+COLLECTORS_DIR = ROOT / "files" / "collectors"
+REPLAY = ROOT / "files" / "osrs_replay" / "osrs_replay.py"
+MIGRATIONS = sorted((ROOT / "roles" / "timescaledb" / "files" / "migrations").glob("*.sql"))
+ARTIFACTS = ROOT / "artifacts" / "collectors"
+USER_AGENT = "gept-collectors-tests/1.0 (+https://example.invalid/gept-infra)"
+COLLECTOR_PASSWORD = "collector-test-password"  # noqa: S105  (throwaway cluster)
+READONLY_PASSWORD = "readonly-test-password"  # noqa: S105
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.2, what: str = "") -> Any:
+    """Poll `predicate` until it returns a truthy value, at most `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate} (last: {last!r})")
+
+
+# -- PostgreSQL -------------------------------------------------------------------------
+def _pg_bin() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(p.split("/")[4]))
+    if not found:
+        pytest.skip("PostgreSQL server binaries not installed (scripts/setup-controller.sh installs them)")
+    return Path(found[-1]).parent
+
+
+class PgCluster:
+    """A throwaway cluster in a temp directory, run as the postgres OS user when we are root."""
+
+    def __init__(self) -> None:
+        self.bin = _pg_bin()
+        self.dir = Path(tempfile.mkdtemp(prefix="gept-pg-"))
+        self.data = self.dir / "data"
+        self.port = free_port()
+        self.password = "postgres-test-password"  # noqa: S105
+        self._as_postgres = os.geteuid() == 0
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [str(a) for a in args]
+        if self._as_postgres:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        return subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120)
+
+    def init(self) -> None:
+        if self._as_postgres:
+            shutil.chown(self.dir, "postgres", "postgres")
+        pwfile = self.dir / "pw"
+        pwfile.write_text(self.password + "\n")
+        if self._as_postgres:
+            shutil.chown(pwfile, "postgres", "postgres")
+        self._run(self.bin / "initdb", "-D", self.data, "-U", "postgres", "--pwfile", pwfile,
+                  "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8")
+        pwfile.unlink()
+
+    def start(self) -> None:
+        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off " \
+               "-c synchronous_commit=off -c full_page_writes=off -c max_connections=60"
+        self._run(self.bin / "pg_ctl", "-D", self.data, "-o", opts, "-l", self.dir / "log", "-w", "-t", "60",
+                  "start")
+
+    def pid(self) -> int | None:
+        pidfile = self.data / "postmaster.pid"
+        return int(pidfile.read_text().split()[0]) if pidfile.exists() else None
+
+    def stop(self) -> None:
+        """Fast shutdown by PID; returns once the postmaster has exited (bounded)."""
+        pid = self.pid()
+        if pid is None:
+            return
+        try:
+            os.kill(pid, signal.SIGINT)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+
+    def connect(self, dbname: str = "postgres", user: str = "postgres", password: str | None = None) -> Any:
+        conn = psycopg2.connect(host="127.0.0.1", port=self.port, dbname=dbname, user=user,
+                                password=password or self.password, connect_timeout=5)
+        conn.autocommit = True
+        return conn
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[PgCluster]:
+    cluster = PgCluster()
+    try:
+        cluster.init()
+        cluster.start()
+        with closing(cluster.connect()) as conn, conn.cursor() as cur:
+            cur.execute(f"CREATE ROLE gept_collector LOGIN PASSWORD '{COLLECTOR_PASSWORD}'")
+            cur.execute(f"CREATE ROLE gept_readonly LOGIN PASSWORD '{READONLY_PASSWORD}'")
+            cur.execute("CREATE DATABASE gept_template")
+        with closing(cluster.connect("gept_template")) as conn, conn.cursor() as cur:
+            for migration in MIGRATIONS:
+                cur.execute(migration.read_text())
+            # The grants the database role gives (roles/timescaledb): write for collectors,
+            # read for the dashboard.
+            cur.execute("GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA public TO gept_collector")
+            cur.execute("GRANT UPDATE ON items TO gept_collector")
+            cur.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO gept_readonly")
+        yield cluster
+    finally:
+        cluster.cleanup()
+
+
+@pytest.fixture
+def gept_db(pg: PgCluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh database cloned from the migrated template, dropped afterwards."""
+    name = "gept_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40]
+    with closing(pg.connect()) as conn, conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cur.execute(f'CREATE DATABASE "{name}" TEMPLATE gept_template')
+    yield name
+    if pg.pid() is None:
+        pg.start()
+    with closing(pg.connect()) as conn, conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def query(pg: PgCluster, db: str, sql: str, args: tuple = ()) -> list[tuple]:
+    with closing(pg.connect(db)) as conn, conn.cursor() as cur:
+        cur.execute(sql, args or None)
+        return cur.fetchall()
+
+
+# -- the fake API -----------------------------------------------------------------------
+@dataclass
+class Replay:
+    proc: subprocess.Popen[bytes]
+    port: int
+    window_5m: int
+    window_1h: int
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api(self) -> str:
+        return f"{self.base}/api/v1/osrs"
+
+    def get(self, path: str, agent: str = USER_AGENT) -> tuple[int, bytes]:
+        req = urllib.request.Request(self.base + path, headers={"User-Agent": agent})  # noqa: S310
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def fault(self, kind: str, path: str = "", count: int = -1, delay: float = 5.0) -> None:
+        body = json.dumps({"kind": kind, "path": path, "count": count, "delay": delay}).encode()
+        req = urllib.request.Request(self.base + "/_control/faults", data=body, method="POST")  # noqa: S310
+        urllib.request.urlopen(req, timeout=5).close()  # noqa: S310
+
+    def clear(self) -> None:
+        req = urllib.request.Request(self.base + "/_control/faults", method="DELETE")  # noqa: S310
+        urllib.request.urlopen(req, timeout=5).close()  # noqa: S310
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+def start_replay(tmp: Path, window_5m: int = 1, window_1h: int = 3, *extra: str) -> Replay:
+    port_file = tmp / f"replay-{time.monotonic_ns()}.port"
+    cmd = [sys.executable, str(REPLAY), "--port", "0", "--port-file", str(port_file), "--control",
+           "--window-5m", str(window_5m), "--window-1h", str(window_1h), *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    wait_until(lambda: port_file.exists() and port_file.read_text().strip(), 15, what="replay port file")
+    replay = Replay(proc, int(port_file.read_text()), window_5m, window_1h)
+    wait_until(lambda: replay.get("/api/v1/osrs/mapping")[0] == 200, 15, what="replay answering")
+    return replay
+
+
+@pytest.fixture
+def replay(tmp_path: Path) -> Iterator[Replay]:
+    """A replay of our own per test, so switched-on faults never leak into another test."""
+    r = start_replay(tmp_path)
+    yield r
+    r.stop()
+
+
+# -- collectors as processes ------------------------------------------------------------
+@dataclass
+class Proc:
+    name: str
+    proc: subprocess.Popen[str]
+    metrics_port: int
+    log: Path
+    env: dict[str, str] = field(repr=False)
+
+    def metrics(self) -> dict[str, float]:
+        """The collector's metrics as {'name{label="v"}': value} (empty when not answering)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=3) as r:  # noqa: S310
+                text = r.read().decode()
+        except OSError:
+            return {}
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                out[key] = float(value)
+        return out
+
+    def metric(self, key: str) -> float:
+        return self.metrics().get(key, 0.0)
+
+    def stop(self, timeout: float = 10) -> float:
+        """SIGTERM; return the seconds it took to exit."""
+        if self.proc.poll() is not None:
+            return 0.0
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        return time.monotonic() - started
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+class Launcher:
+    def __init__(self, pg: PgCluster, tmp: Path) -> None:
+        self.pg = pg
+        self.tmp = tmp
+        self.procs: list[Proc] = []
+
+    def env(self, db: str, replay: Replay | None, **overrides: Any) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GEPT_")}
+        env.update({
+            "GEPT_DB_HOST": "127.0.0.1", "GEPT_DB_PORT": str(self.pg.port), "GEPT_DB_NAME": db,
+            "GEPT_DB_USER": "gept_collector", "GEPT_DB_PASSWORD": COLLECTOR_PASSWORD,
+            "GEPT_DB_SSLMODE": "disable", "GEPT_DB_BACKOFF_MAX_SECONDS": "1",
+            "GEPT_USER_AGENT": USER_AGENT, "GEPT_HTTP_TIMEOUT_SECONDS": "3", "GEPT_HTTP_RETRIES": "3",
+            "GEPT_HTTP_BACKOFF_BASE_SECONDS": "0.1", "GEPT_HTTP_BACKOFF_MAX_SECONDS": "1",
+            "GEPT_BACKFILL_PACING_SECONDS": "0", "GEPT_LOG_LEVEL": "INFO",
+            "GEPT_LATEST_BUCKET_SECONDS": "1", "GEPT_PLAYERCOUNT_BUCKET_SECONDS": "1",
+        })
+        if replay is not None:
+            env.update({
+                "GEPT_API_BASE_URL": replay.api,
+                "GEPT_NEWS_RSS_URL": f"{replay.base}/m=news/latest_news.rss?oldschool=true",
+                "GEPT_WIKI_RC_RSS_URL": f"{replay.base}/w/Special:RecentChanges?feed=rss",
+                "GEPT_HOMEPAGE_URL": f"{replay.base}/",
+                "GEPT_FIVEMIN_WINDOW_SECONDS": str(replay.window_5m),
+                "GEPT_HOURLY_WINDOW_SECONDS": str(replay.window_1h),
+            })
+        env.update({k.upper(): str(v) for k, v in overrides.items()})
+        return env
+
+    def start(self, name: str, db: str, replay: Replay | None, interval: float = 1.0,
+              **overrides: Any) -> Proc:
+        port = free_port()
+        key = name.upper()
+        own = {f"GEPT_{key}_METRICS_PORT": port, f"GEPT_{key}_INTERVAL_SECONDS": interval,
+               f"GEPT_{key}_OFFSET_SECONDS": 0.25}
+        env = self.env(db, replay, **own, **overrides)
+        if name == "dashboard":
+            env["GEPT_DASHBOARD_PORT"] = str(port)
+        script = "dashboard.py" if name == "dashboard" else f"collector_{name}.py"
+        log = self.tmp / f"{name}-{len(self.procs)}.log"
+        with open(log, "w") as fh:
+            proc = subprocess.Popen([sys.executable, str(COLLECTORS_DIR / script)], env=env, stdout=fh,
+                                    stderr=subprocess.STDOUT, text=True, cwd=self.tmp)
+        p = Proc(name, proc, port, log, env)
+        self.procs.append(p)
+        if name != "dashboard":
+            wait_until(lambda: p.metrics() or p.proc.poll() is not None, 15, what=f"{name} metrics endpoint")
+            assert p.proc.poll() is None, f"{name} exited at start:\n{p.output()}"
+        return p
+
+    def stop_all(self) -> None:
+        for p in self.procs:
+            p.stop()
+
+
+@pytest.fixture
+def launch(pg: PgCluster, tmp_path: Path) -> Iterator[Launcher]:
+    launcher = Launcher(pg, tmp_path)
+    yield launcher
+    launcher.stop_all()
