@@ -27,7 +27,7 @@ lint-ansible:
 
 lint-python:
 	ruff check .
-	ruff format --check --diff files tests molecule scripts benchmarks 2>/dev/null || ruff format --check .
+	ruff format --check .
 
 syntax: ## syntax-check the root playbooks with the default (production) inventory
 	ansible-playbook site.yml --syntax-check

@@ -103,9 +103,9 @@ def test_config_rejects_generic_user_agent_and_missing_password() -> None:
         config.load("latest", {"GEPT_DB_PASSWORD": "x", "GEPT_USER_AGENT": "curl/8"})
     with pytest.raises(config.ConfigError):
         config.load("latest", {"GEPT_USER_AGENT": USER_AGENT})
-    s = config.load("latest", {"GEPT_DB_PASSWORD": "s3cret-pw", "GEPT_INTERVAL_SECONDS": "5",
+    s = config.load("latest", {"GEPT_DB_PASSWORD": "test-fake-pw", "GEPT_INTERVAL_SECONDS": "5",
                                "GEPT_LATEST_INTERVAL_SECONDS": "7"})
-    assert s.interval == 7 and s.metrics_port == 9201 and "s3cret-pw" not in repr(s)
+    assert s.interval == 7 and s.metrics_port == 9201 and "test-fake-pw" not in repr(s)
 
 
 @pytest.mark.parametrize("body,why", [

@@ -68,7 +68,7 @@ def connect_params(port: int) -> dict[str, object]:
         "host": "127.0.0.1",
         "port": port,
         "user": "postgres",
-        "password": "postgres",
+        "password": "postgres",  # pragma: allowlist secret  (PGlite accepts any password)
         "dbname": "postgres",
         "sslmode": "disable",
         "connect_timeout": 10,
