@@ -68,9 +68,23 @@ def main(argv: list[str] | None = None) -> int:
 
     args.dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".wheelhouse-", dir=args.dest.parent))
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-           "--only-binary=:all:", "--implementation", "cp", "--python-version", args.python_version,
-           "--dest", str(tmp), "-r", str(args.requirements)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--only-binary=:all:",
+        "--implementation",
+        "cp",
+        "--python-version",
+        args.python_version,
+        "--dest",
+        str(tmp),
+        "-r",
+        str(args.requirements),
+    ]
     for tag in tags:
         cmd += ["--platform", tag]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603  (fixed argv)

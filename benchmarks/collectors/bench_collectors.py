@@ -76,9 +76,14 @@ def setup_db(pg: PgCluster, name: str) -> None:
 
 
 def database(pg: PgCluster, name: str, method: str, port: int | None = None) -> db.Database:
-    env = {"GEPT_DB_HOST": "127.0.0.1", "GEPT_DB_PORT": str(port or pg.port), "GEPT_DB_NAME": name,
-           "GEPT_DB_PASSWORD": COLLECTOR_PASSWORD, "GEPT_DB_SSLMODE": "disable",
-           "GEPT_DB_WRITE_METHOD": method}
+    env = {
+        "GEPT_DB_HOST": "127.0.0.1",
+        "GEPT_DB_PORT": str(port or pg.port),
+        "GEPT_DB_NAME": name,
+        "GEPT_DB_PASSWORD": COLLECTOR_PASSWORD,
+        "GEPT_DB_SSLMODE": "disable",
+        "GEPT_DB_WRITE_METHOD": method,
+    }
     settings = config.load("fivemin", env)
     return db.Database(settings, CollectorMetrics("fivemin", True, registry=CollectorRegistry()), Shutdown())
 
@@ -86,8 +91,9 @@ def database(pg: PgCluster, name: str, method: str, port: int | None = None) -> 
 def snapshots(count: int) -> list[bytes]:
     """Full snapshots: every tradeable item traded in the window (~4,000 items)."""
     # The replay's hourly activity makes nearly every item trade: ~4,000 items per window.
-    market = osrs_replay.Market(seed=7, items=4300, mapping_items=4650, window_5m=300, window_1h=3600,
-                                publish_delay=0)
+    market = osrs_replay.Market(
+        seed=7, items=4300, mapping_items=4650, window_5m=300, window_1h=3600, publish_delay=0
+    )
     start = (int(time.time()) // 3600 - count - 2) * 3600
     out = []
     for k in range(count):
@@ -96,8 +102,9 @@ def snapshots(count: int) -> list[bytes]:
     return out
 
 
-def bench_snapshot(pg: PgCluster, bodies: list[bytes], method: str,
-                   port: int | None = None) -> dict[str, Any]:
+def bench_snapshot(
+    pg: PgCluster, bodies: list[bytes], method: str, port: int | None = None
+) -> dict[str, Any]:
     name = f"bench_snap_{method}_{'pool' if port else 'direct'}"
     setup_db(pg, name)
     database_ = database(pg, name, method, port)
@@ -119,9 +126,15 @@ def bench_snapshot(pg: PgCluster, bodies: list[bytes], method: str,
         total_t.append(t2 - t0)
         items.append(len(rows))
     database_.close()
-    return {"method": method, "via": "pgbouncer" if port else "direct", "windows": len(bodies),
-            "items_median": statistics.median(items), "parse_ms_median": 1000 * statistics.median(parse_t),
-            "total_ms_median": 1000 * statistics.median(total_t), "total_ms_p90": 1000 * pct(total_t, 90)}
+    return {
+        "method": method,
+        "via": "pgbouncer" if port else "direct",
+        "windows": len(bodies),
+        "items_median": statistics.median(items),
+        "parse_ms_median": 1000 * statistics.median(parse_t),
+        "total_ms_median": 1000 * statistics.median(total_t),
+        "total_ms_p90": 1000 * pct(total_t, 90),
+    }
 
 
 def bench_backfill(pg: PgCluster, bodies: list[bytes]) -> dict[str, Any]:
@@ -132,9 +145,11 @@ def bench_backfill(pg: PgCluster, bodies: list[bytes]) -> dict[str, Any]:
     t0 = time.perf_counter()
     total = 0
     for start, rows in parsed:
+
         def write(cur: Any, start: int = start, rows: list = rows) -> int:
             db.record_window(cur, "5m", validate.utc(start), len(rows))
             return database_.insert(cur, "price_data_5min", PRICE_COLUMNS, rows)
+
         total += database_.run(write)
     backfill_s = time.perf_counter() - t0
     database_.close()
@@ -146,8 +161,13 @@ def bench_backfill(pg: PgCluster, bodies: list[bytes]) -> dict[str, Any]:
         cur.copy_expert(f"COPY raw_copy ({', '.join(PRICE_COLUMNS)}) FROM STDIN", buf)
         raw_s = time.perf_counter() - t0
     backfill_rate, raw_rate = total / backfill_s, len(all_rows) / raw_s
-    return {"rows": total, "windows": len(parsed), "backfill_rows_per_s": backfill_rate,
-            "raw_copy_rows_per_s": raw_rate, "ratio_to_raw_copy": backfill_rate / raw_rate}
+    return {
+        "rows": total,
+        "windows": len(parsed),
+        "backfill_rows_per_s": backfill_rate,
+        "raw_copy_rows_per_s": raw_rate,
+        "ratio_to_raw_copy": backfill_rate / raw_rate,
+    }
 
 
 def bench_memory(pg: PgCluster, tmp: Path) -> dict[str, float]:
@@ -160,17 +180,29 @@ def bench_memory(pg: PgCluster, tmp: Path) -> dict[str, float]:
         procs = {}
         for collector in ("latest", "fivemin", "hourly", "news", "playercount", "items"):
             interval = 3 if collector == "hourly" else 1
-            procs[collector] = launcher.start(collector, name, replay, interval=interval,
-                                              GEPT_FIVEMIN_LOOKBACK_SECONDS=10,
-                                              GEPT_HOURLY_LOOKBACK_SECONDS=30)
+            procs[collector] = launcher.start(
+                collector,
+                name,
+                replay,
+                interval=interval,
+                GEPT_FIVEMIN_LOOKBACK_SECONDS=10,
+                GEPT_HOURLY_LOOKBACK_SECONDS=30,
+            )
         for collector, proc in procs.items():
             key = f"gept_{collector}_duration_seconds_count"
             wait_until(lambda p=proc, k=key: p.metric(k) >= 10, 120, what=f"{collector}: 10 cycles")
             out[collector] = proc.metric("process_resident_memory_bytes") / 2**20
-        dash = launcher.start("dashboard", name, None, GEPT_DASHBOARD_DB_USER="gept_readonly",
-                              GEPT_DASHBOARD_DB_PASSWORD=READONLY_PASSWORD, GEPT_DASHBOARD_CACHE_SECONDS=0,
-                              GEPT_DASHBOARD_COLLECTORS=",".join(f"{c}=http://127.0.0.1:{p.metrics_port}/metrics"
-                                                                  for c, p in procs.items()))
+        dash = launcher.start(
+            "dashboard",
+            name,
+            None,
+            GEPT_DASHBOARD_DB_USER="gept_readonly",
+            GEPT_DASHBOARD_DB_PASSWORD=READONLY_PASSWORD,
+            GEPT_DASHBOARD_CACHE_SECONDS=0,
+            GEPT_DASHBOARD_COLLECTORS=",".join(
+                f"{c}=http://127.0.0.1:{p.metrics_port}/metrics" for c, p in procs.items()
+            ),
+        )
         for _ in range(10):
             wait_until(lambda: _get(f"http://127.0.0.1:{dash.metrics_port}/"), 15, what="dashboard page")
         out["dashboard"] = dash.metric("process_resident_memory_bytes") / 2**20
@@ -182,6 +214,7 @@ def bench_memory(pg: PgCluster, tmp: Path) -> dict[str, float]:
 
 def _get(url: str) -> bool:
     import urllib.request
+
     try:
         with urllib.request.urlopen(url, timeout=10) as r:  # noqa: S310
             return r.status == 200
@@ -238,9 +271,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def bench_pooler_inserts(pg: PgCluster, bouncer: PgBouncer, name: str, rate: int, seconds: float,
-                         threads: int = 4) -> dict[str, Any]:
+def bench_pooler_inserts(
+    pg: PgCluster, bouncer: PgBouncer, name: str, rate: int, seconds: float, threads: int = 4
+) -> dict[str, Any]:
     import psycopg2
+
     latencies: list[float] = []
     lock = threading.Lock()
     t_start = time.perf_counter() + 0.5
@@ -248,8 +283,14 @@ def bench_pooler_inserts(pg: PgCluster, bouncer: PgBouncer, name: str, rate: int
     errors = [0]
 
     def worker(n: int) -> None:
-        conn = psycopg2.connect(host="127.0.0.1", port=bouncer.port, dbname=name, user="gept_collector",
-                                password=COLLECTOR_PASSWORD, sslmode="disable")
+        conn = psycopg2.connect(
+            host="127.0.0.1",
+            port=bouncer.port,
+            dbname=name,
+            user="gept_collector",
+            password=COLLECTOR_PASSWORD,
+            sslmode="disable",
+        )
         conn.autocommit = True
         local = []
         with conn.cursor() as cur:
@@ -260,9 +301,11 @@ def bench_pooler_inserts(pg: PgCluster, bouncer: PgBouncer, name: str, rate: int
                 if delay > 0:
                     time.sleep(delay)
                 try:
-                    cur.execute("INSERT INTO player_counts (\"timestamp\", player_count) "
-                                "VALUES (to_timestamp(%s), %s) ON CONFLICT DO NOTHING",
-                                (1.7e9 + n * 1e7 + i, i))
+                    cur.execute(
+                        'INSERT INTO player_counts ("timestamp", player_count) '
+                        "VALUES (to_timestamp(%s), %s) ON CONFLICT DO NOTHING",
+                        (1.7e9 + n * 1e7 + i, i),
+                    )
                 except psycopg2.Error:
                     errors[0] += 1
                 local.append(time.perf_counter() - due)
@@ -276,9 +319,15 @@ def bench_pooler_inserts(pg: PgCluster, bouncer: PgBouncer, name: str, rate: int
     for t in ts:
         t.join()
     elapsed = time.perf_counter() - t_start
-    return {"target_per_s": rate, "achieved_per_s": len(latencies) / elapsed, "inserts": len(latencies),
-            "p50_ms": 1000 * pct(latencies, 50), "p99_ms": 1000 * pct(latencies, 99),
-            "max_ms": 1000 * max(latencies), "errors": errors[0]}
+    return {
+        "target_per_s": rate,
+        "achieved_per_s": len(latencies) / elapsed,
+        "inserts": len(latencies),
+        "p50_ms": 1000 * pct(latencies, 50),
+        "p99_ms": 1000 * pct(latencies, 99),
+        "max_ms": 1000 * max(latencies),
+        "errors": errors[0],
+    }
 
 
 def main() -> int:
@@ -297,26 +346,35 @@ def main() -> int:
         print(f"# PostgreSQL {pg.bin.parent.name}, throwaway cluster (fsync off), {os.cpu_count()} CPUs")
         bodies = snapshots(max(windows, backfill_windows))
         setup_db(pg, "bench_pool")
-        bouncer = PgBouncer(pg, "bench_snap_copy_pool") if shutil.which("pgbouncer") or \
-            Path("/usr/sbin/pgbouncer").exists() else None
+        bouncer = (
+            PgBouncer(pg, "bench_snap_copy_pool")
+            if shutil.which("pgbouncer") or Path("/usr/sbin/pgbouncer").exists()
+            else None
+        )
 
         print("\n## 1. Full 5-minute snapshot parsed + committed (one transaction incl. ledger row)")
         for method in ("copy", "values"):
             r = bench_snapshot(pg, bodies[:windows], method)
-            print(f"  {r['method']:6s} direct    items={r['items_median']:.0f}  parse "
-                  f"{r['parse_ms_median']:.1f} ms  parse+commit median {r['total_ms_median']:.1f} ms"
-                  f"  p90 {r['total_ms_p90']:.1f} ms")
+            print(
+                f"  {r['method']:6s} direct    items={r['items_median']:.0f}  parse "
+                f"{r['parse_ms_median']:.1f} ms  parse+commit median {r['total_ms_median']:.1f} ms"
+                f"  p90 {r['total_ms_p90']:.1f} ms"
+            )
         if bouncer:
             setup_db(pg, "bench_snap_copy_pool")
             r = bench_snapshot(pg, bodies[:windows], "copy", bouncer.port)
-            print(f"  copy   pgbouncer items={r['items_median']:.0f}  parse {r['parse_ms_median']:.1f} ms"
-                  f"  parse+commit median {r['total_ms_median']:.1f} ms  p90 {r['total_ms_p90']:.1f} ms")
+            print(
+                f"  copy   pgbouncer items={r['items_median']:.0f}  parse {r['parse_ms_median']:.1f} ms"
+                f"  parse+commit median {r['total_ms_median']:.1f} ms  p90 {r['total_ms_p90']:.1f} ms"
+            )
 
         print("\n## 2. Bulk back-fill (window by window, COPY staging + ON CONFLICT) vs one raw COPY")
         r = bench_backfill(pg, bodies[:backfill_windows])
-        print(f"  {r['rows']} rows in {r['windows']} windows: back-fill "
-              f"{r['backfill_rows_per_s']:,.0f} rows/s, raw COPY {r['raw_copy_rows_per_s']:,.0f} rows/s,"
-              f" ratio {r['ratio_to_raw_copy']:.2f}")
+        print(
+            f"  {r['rows']} rows in {r['windows']} windows: back-fill "
+            f"{r['backfill_rows_per_s']:,.0f} rows/s, raw COPY {r['raw_copy_rows_per_s']:,.0f} rows/s,"
+            f" ratio {r['ratio_to_raw_copy']:.2f}"
+        )
 
         print("\n## 3. Resident memory after 10 cycles (MiB)")
         mem = bench_memory(pg, tmp)
@@ -330,9 +388,11 @@ def main() -> int:
             setup_db(pg, "bench_pool")
             bouncer = PgBouncer(pg, "bench_pool")
             r = bench_pooler_inserts(pg, bouncer, "bench_pool", 1000, pooler_seconds)
-            print(f"  target {r['target_per_s']}/s achieved {r['achieved_per_s']:.0f}/s over "
-                  f"{r['inserts']} inserts: p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms"
-                  f"  max {r['max_ms']:.1f} ms  errors {r['errors']}")
+            print(
+                f"  target {r['target_per_s']}/s achieved {r['achieved_per_s']:.0f}/s over "
+                f"{r['inserts']} inserts: p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms"
+                f"  max {r['max_ms']:.1f} ms  errors {r['errors']}"
+            )
         else:
             print("  skipped: pgbouncer not installed (scripts/setup-controller.sh installs it)")
     finally:

@@ -17,7 +17,7 @@ class FiveMinCollector(WindowCollector):
     series = "5m"
     table = "price_data_5min"
     default_window = 300
-    default_lookback = 86400.0      # GEPT_FIVEMIN_LOOKBACK_SECONDS; the API keeps 5m history to 2021
+    default_lookback = 86400.0  # GEPT_FIVEMIN_LOOKBACK_SECONDS; the API keeps 5m history to 2021
     default_interval = 300.0
     default_offset = 30.0
 

@@ -42,9 +42,11 @@ class HourlyCollector(WindowCollector):
         cur.execute("SELECT EXISTS (SELECT 1 FROM prices_1h)")
         if not cur.fetchone()[0]:
             return
-        cur.execute("SELECT i FROM unnest(%s::integer[]) AS i "
-                    "WHERE NOT EXISTS (SELECT 1 FROM prices_1h p WHERE p.item_id = i)",
-                    ([r[0] for r in rows],))
+        cur.execute(
+            "SELECT i FROM unnest(%s::integer[]) AS i "
+            "WHERE NOT EXISTS (SELECT 1 FROM prices_1h p WHERE p.item_id = i)",
+            ([r[0] for r in rows],),
+        )
         self.new_items.update(row[0] for row in cur.fetchall())
 
     def after_cycle(self) -> None:

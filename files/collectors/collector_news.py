@@ -15,8 +15,13 @@ from gept_collectors.validate import ValidationError
 
 COLUMNS = ("guid", "source", "title", "link", "category", "description", "published_at")
 # Keyword categories for news items that carry no <category> of their own.
-KEYWORDS = (("poll", "Polls"), ("update", "Game Updates"), ("dev blog", "Dev Blogs"),
-            ("event", "Events"), ("maintenance", "Technical"))
+KEYWORDS = (
+    ("poll", "Polls"),
+    ("update", "Game Updates"),
+    ("dev blog", "Dev Blogs"),
+    ("event", "Events"),
+    ("maintenance", "Technical"),
+)
 WIKI_NAMESPACE = re.compile(r"^([A-Za-z ]+):")
 
 
@@ -31,9 +36,18 @@ def categorise(source: str, item: dict[str, str]) -> str:
 
 
 def to_rows(source: str, items: list[dict[str, str]]) -> list[tuple]:
-    return [((it.get("guid") or it["link"])[:500], source, it["title"][:500], it.get("link"),
-             categorise(source, it), (it.get("description") or "")[:4000] or None,
-             validate.rss_date(it.get("pubDate"))) for it in items]
+    return [
+        (
+            (it.get("guid") or it["link"])[:500],
+            source,
+            it["title"][:500],
+            it.get("link"),
+            categorise(source, it),
+            (it.get("description") or "")[:4000] or None,
+            validate.rss_date(it.get("pubDate")),
+        )
+        for it in items
+    ]
 
 
 class NewsCollector(Collector):
@@ -41,8 +55,10 @@ class NewsCollector(Collector):
     default_interval = 900.0
 
     def cycle(self) -> None:
-        feeds = (("osrs_news", self.settings.get_str("NEWS_RSS_URL", DEFAULT_NEWS_RSS_URL)),
-                 ("wiki_recent_changes", self.settings.get_str("WIKI_RC_RSS_URL", DEFAULT_WIKI_RC_RSS_URL)))
+        feeds = (
+            ("osrs_news", self.settings.get_str("NEWS_RSS_URL", DEFAULT_NEWS_RSS_URL)),
+            ("wiki_recent_changes", self.settings.get_str("WIKI_RC_RSS_URL", DEFAULT_WIKI_RC_RSS_URL)),
+        )
         failed = []
         for source, url in feeds:
             try:

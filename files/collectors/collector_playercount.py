@@ -21,8 +21,11 @@ class PlayerCountCollector(Collector):
         count = self.http.fetch(url, validate.player_count)
 
         def write(cur) -> int:  # noqa: ANN001
-            cur.execute("INSERT INTO player_counts (\"timestamp\", player_count) VALUES (%s, %s) "
-                        "ON CONFLICT DO NOTHING", (when, count))
+            cur.execute(
+                'INSERT INTO player_counts ("timestamp", player_count) VALUES (%s, %s) '
+                "ON CONFLICT DO NOTHING",
+                (when, count),
+            )
             return cur.rowcount
 
         self.metrics.rows_inserted.inc(self.db.run(write))

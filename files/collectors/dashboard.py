@@ -67,8 +67,9 @@ class Status:
         self.settings = settings
         self.freshness = settings.get_float("FRESHNESS_SECONDS", 900)
         self.cache_seconds = settings.get_float("CACHE_SECONDS", 2)
-        default_targets = ",".join(f"{n}=http://127.0.0.1:{port}/metrics"
-                                   for n, port in DEFAULT_METRICS_PORTS.items())
+        default_targets = ",".join(
+            f"{n}=http://127.0.0.1:{port}/metrics" for n, port in DEFAULT_METRICS_PORTS.items()
+        )
         targets = settings.get_str("COLLECTORS", default_targets)
         self.targets = dict(t.split("=", 1) for t in targets.split(",") if "=" in t)
         self._conn: psycopg2.extensions.connection | None = None
@@ -78,9 +79,16 @@ class Status:
     def _db(self) -> psycopg2.extensions.connection:
         if self._conn is None or self._conn.closed:
             s = self.settings
-            self._conn = psycopg2.connect(host=s.db_host, port=s.db_port, dbname=s.db_name, user=s.db_user,
-                                          password=s.db_password, sslmode=s.db_sslmode, connect_timeout=3,
-                                          application_name="gept-dashboard")
+            self._conn = psycopg2.connect(
+                host=s.db_host,
+                port=s.db_port,
+                dbname=s.db_name,
+                user=s.db_user,
+                password=s.db_password,
+                sslmode=s.db_sslmode,
+                connect_timeout=3,
+                application_name="gept-dashboard",
+            )
             self._conn.autocommit = True
         return self._conn
 
@@ -98,11 +106,16 @@ class Status:
             for table, (column, green) in TABLES.items():
                 ident = sql.Identifier(table)
                 if table in hypertables:
-                    cur.execute("SELECT approximate_row_count(%s::regclass), hypertable_size(%s::regclass)",
-                                (table, table))
+                    cur.execute(
+                        "SELECT approximate_row_count(%s::regclass), hypertable_size(%s::regclass)",
+                        (table, table),
+                    )
                 else:
-                    cur.execute("SELECT reltuples::bigint, pg_total_relation_size(oid) FROM pg_class "
-                                "WHERE oid = %s::regclass", (table,))
+                    cur.execute(
+                        "SELECT reltuples::bigint, pg_total_relation_size(oid) FROM pg_class "
+                        "WHERE oid = %s::regclass",
+                        (table,),
+                    )
                 rows, size = cur.fetchone()
                 exact = rows is None or rows < 200_000
                 if exact:  # small, or never analysed: count for real
@@ -111,15 +124,29 @@ class Status:
                 cur.execute(sql.SQL("SELECT max({}) FROM {}").format(sql.Identifier(column), ident))
                 newest = cur.fetchone()[0]
                 age = None if newest is None else max(0.0, now - newest.timestamp())
-                out.append({"table": table, "rows": int(rows or 0), "rows_exact": exact,
-                            "bytes": int(size or 0), "newest": newest.isoformat() if newest else None,
-                            "age_seconds": None if age is None else round(age, 1),
-                            "colour": colour(age, green)})
+                out.append(
+                    {
+                        "table": table,
+                        "rows": int(rows or 0),
+                        "rows_exact": exact,
+                        "bytes": int(size or 0),
+                        "newest": newest.isoformat() if newest else None,
+                        "age_seconds": None if age is None else round(age, 1),
+                        "colour": colour(age, green),
+                    }
+                )
         return out
 
     def _collector(self, name: str, url: str) -> dict[str, Any]:
-        info: dict[str, Any] = {"collector": name, "up": False, "last_success": None, "age_seconds": None,
-                                "errors": {}, "missing_windows": None, "rows_inserted": None}
+        info: dict[str, Any] = {
+            "collector": name,
+            "up": False,
+            "last_success": None,
+            "age_seconds": None,
+            "errors": {},
+            "missing_windows": None,
+            "rows_inserted": None,
+        }
         try:
             with urllib.request.urlopen(url, timeout=1.5) as resp:  # noqa: S310  (127.0.0.1 URLs from config)
                 text = resp.read().decode()
@@ -144,8 +171,11 @@ class Status:
         with self._lock:
             if self._cached and time.monotonic() - self._cached[0] < self.cache_seconds:
                 return self._cached[1]
-            status: dict[str, Any] = {"generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                                      "database": {"ok": True}, "tables": []}
+            status: dict[str, Any] = {
+                "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "database": {"ok": True},
+                "tables": [],
+            }
             try:
                 status["tables"] = self._tables()
             except psycopg2.Error as exc:
@@ -166,8 +196,11 @@ class Status:
             return {"ok": False, "reason": "no 5-minute data yet"}
         if five["age_seconds"] > self.freshness:
             age = five["age_seconds"]
-            return {"ok": False, "reason": f"5-minute data is stale: newest window {age:.0f}s old "
-                                           f"(threshold {self.freshness:.0f}s)"}
+            return {
+                "ok": False,
+                "reason": f"5-minute data is stale: newest window {age:.0f}s old "
+                f"(threshold {self.freshness:.0f}s)",
+            }
         return {"ok": True, "reason": f"ok: newest 5-minute window {five['age_seconds']:.0f}s old"}
 
 
@@ -195,7 +228,9 @@ def render(status: dict[str, Any], refresh: int) -> str:
     rows = "".join(
         f"<tr><td>{e(t['table'])}</td><td class=num>{'' if t['rows_exact'] else '~'}{t['rows']:,}</td>"
         f"<td class=num>{_size(t['bytes'])}</td><td>{e(t['newest'] or '-')}</td>"
-        f"<td class='age {t['colour']}'>{_age(t['age_seconds'])}</td></tr>" for t in status["tables"])
+        f"<td class='age {t['colour']}'>{_age(t['age_seconds'])}</td></tr>"
+        for t in status["tables"]
+    )
     if not status["database"]["ok"]:
         error = e(status["database"]["error"])
         rows = f"<tr><td colspan=5 class='red'>database unavailable: {error}</td></tr>"
@@ -204,10 +239,12 @@ def render(status: dict[str, Any], refresh: int) -> str:
         state = "green" if c["up"] and c["age_seconds"] is not None else "red" if not c["up"] else "amber"
         errors = ", ".join(f"{k} {v}" for k, v in sorted(c["errors"].items()) if v) or "none"
         missing = "-" if c["missing_windows"] is None else str(c["missing_windows"])
-        crow.append(f"<tr><td>gept-collector-{e(c['collector'])}</td><td class='age {state}'>"
-                    f"{'up' if c['up'] else 'down'}</td><td>{e(c['last_success'] or '-')}</td>"
-                    f"<td class=num>{_age(c['age_seconds'])}</td><td>{e(errors)}</td>"
-                    f"<td class='num {'amber' if c['missing_windows'] else ''}'>{missing}</td></tr>")
+        crow.append(
+            f"<tr><td>gept-collector-{e(c['collector'])}</td><td class='age {state}'>"
+            f"{'up' if c['up'] else 'down'}</td><td>{e(c['last_success'] or '-')}</td>"
+            f"<td class=num>{_age(c['age_seconds'])}</td><td>{e(errors)}</td>"
+            f"<td class='num {'amber' if c['missing_windows'] else ''}'>{missing}</td></tr>"
+        )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="{refresh}">
 <title>GePT status</title>
@@ -224,15 +261,15 @@ th {{ background: #f0f0f0; font-weight: 600; }}
 small {{ color: #666; }}
 </style></head><body>
 <h1>GePT market-data host</h1>
-<div class="banner {'green' if health['ok'] else 'red'}">{e(health['reason'])}</div>
-<p><small>Generated {e(status['generated_at'])} &middot; refreshes every {refresh}s &middot;
+<div class="banner {"green" if health["ok"] else "red"}">{e(health["reason"])}</div>
+<p><small>Generated {e(status["generated_at"])} &middot; refreshes every {refresh}s &middot;
 <a href="/api/status">JSON</a> &middot; <a href="/metrics">metrics</a></small></p>
 <h2>Tables</h2>
 <table><tr><th>table</th><th>rows</th><th>size</th><th>newest</th><th>age</th></tr>{rows}</table>
 <h2>Collectors</h2>
 <table><tr><th>unit</th><th>state</th><th>last success</th><th>ago</th><th>errors</th>
 <th>missing windows</th></tr>
-{''.join(crow)}</table>
+{"".join(crow)}</table>
 </body></html>
 """
 

@@ -61,12 +61,60 @@ FAULT_KINDS = ("429", "500", "slow", "truncated", "null_prices", "empty")
 TIMESTEPS = {"5m": 300, "1h": 3600, "6h": 21600, "24h": 86400}
 MASK64 = (1 << 64) - 1
 
-_MATERIALS = ["Bronze", "Iron", "Steel", "Black", "Mithril", "Adamant", "Rune", "Dragon", "Granite",
-              "Oak", "Willow", "Maple", "Yew", "Magic", "Redwood", "Blessed", "Ancient", "Crystal"]
-_OBJECTS = ["scimitar", "platebody", "full helm", "kiteshield", "dagger", "longsword", "arrows",
-            "bolts", "logs", "plank", "bar", "ore", "pickaxe", "axe", "boots", "gloves", "shortbow",
-            "longbow", "shield", "battleaxe", "warhammer", "chainbody", "platelegs", "med helm",
-            "2h sword", "spear", "hasta", "claws", "mace", "sq shield", "dart", "javelin"]
+_MATERIALS = [
+    "Bronze",
+    "Iron",
+    "Steel",
+    "Black",
+    "Mithril",
+    "Adamant",
+    "Rune",
+    "Dragon",
+    "Granite",
+    "Oak",
+    "Willow",
+    "Maple",
+    "Yew",
+    "Magic",
+    "Redwood",
+    "Blessed",
+    "Ancient",
+    "Crystal",
+]
+_OBJECTS = [
+    "scimitar",
+    "platebody",
+    "full helm",
+    "kiteshield",
+    "dagger",
+    "longsword",
+    "arrows",
+    "bolts",
+    "logs",
+    "plank",
+    "bar",
+    "ore",
+    "pickaxe",
+    "axe",
+    "boots",
+    "gloves",
+    "shortbow",
+    "longbow",
+    "shield",
+    "battleaxe",
+    "warhammer",
+    "chainbody",
+    "platelegs",
+    "med helm",
+    "2h sword",
+    "spear",
+    "hasta",
+    "claws",
+    "mace",
+    "sq shield",
+    "dart",
+    "javelin",
+]
 _NEWS_CATEGORIES = ["Game Updates", "Community", "Dev Blogs", "Future Updates", "Events", "Technical"]
 _WIKI_NAMESPACES = ["", "Exchange:", "Module:Exchange/", "Talk:", "User:", "Update:"]
 
@@ -84,8 +132,9 @@ def _unit(*values: int) -> float:
 class Market:
     """The generated world: items, their prices at any time, news and player counts."""
 
-    def __init__(self, seed: int, items: int, mapping_items: int, window_5m: int, window_1h: int,
-                 publish_delay: float) -> None:
+    def __init__(
+        self, seed: int, items: int, mapping_items: int, window_5m: int, window_1h: int, publish_delay: float
+    ) -> None:
         self.seed = seed
         self.window = {"5m": window_5m, "1h": window_1h}
         self.publish_delay = publish_delay
@@ -112,8 +161,11 @@ class Market:
         # About 8 % of tradeable items never traded at all: absent from /latest.
         self.never_traded = {i for i in self.tradeable if _unit(seed, 6, i) < 0.08}
         # Some items have only ever traded one way: null high (or low) in /latest.
-        self.one_sided = {i: ("high" if _unit(seed, 7, i) < 0.5 else "low")
-                          for i in self.tradeable if 0.08 <= _unit(seed, 6, i) < 0.11}
+        self.one_sided = {
+            i: ("high" if _unit(seed, 7, i) < 0.5 else "low")
+            for i in self.tradeable
+            if 0.08 <= _unit(seed, 6, i) < 0.11
+        }
 
     # -- prices ---------------------------------------------------------------------------
     def _noise(self, item: int, scale: int, t: float) -> float:
@@ -126,8 +178,12 @@ class Market:
 
     def prices(self, item: int, t: float) -> tuple[int, int]:
         """The item's (high, low) price at unix time t: a multi-scale walk around its base."""
-        walk = (0.010 * self._noise(item, 300, t) + 0.035 * self._noise(item, 3600, t)
-                + 0.080 * self._noise(item, 86400, t) + 0.150 * self._noise(item, 604800, t))
+        walk = (
+            0.010 * self._noise(item, 300, t)
+            + 0.035 * self._noise(item, 3600, t)
+            + 0.080 * self._noise(item, 86400, t)
+            + 0.150 * self._noise(item, 604800, t)
+        )
         mid = math.exp(self.base_log_price[item] + walk)
         spread = self.spread[item]
         return max(1, round(mid * spread)), max(1, round(mid / spread))
@@ -201,20 +257,33 @@ class Market:
                 if _unit(self.seed, 50, item, t) < 0.15:  # no trades that step: absent point
                     continue
                 vol = max(1, int(self.volume_scale[item] * step / 3600 * _unit(self.seed, 51, item, t)))
-                points.append({"timestamp": t, "avgHighPrice": self.price(item, t + step / 2, "high"),
-                               "avgLowPrice": self.price(item, t + step / 2, "low"),
-                               "highPriceVolume": vol, "lowPriceVolume": max(0, vol - 1)})
+                points.append(
+                    {
+                        "timestamp": t,
+                        "avgHighPrice": self.price(item, t + step / 2, "high"),
+                        "avgLowPrice": self.price(item, t + step / 2, "low"),
+                        "highPriceVolume": vol,
+                        "lowPriceVolume": max(0, vol - 1),
+                    }
+                )
         return {"data": points, "itemId": item}
 
     def mapping(self) -> list[dict[str, Any]]:
         rows = []
         for item in self.mapping_ids:
-            name = f"{_MATERIALS[_mix(self.seed, 60, item) % len(_MATERIALS)]} " \
-                   f"{_OBJECTS[_mix(self.seed, 61, item) % len(_OBJECTS)]} ({item})"
+            name = (
+                f"{_MATERIALS[_mix(self.seed, 60, item) % len(_MATERIALS)]} "
+                f"{_OBJECTS[_mix(self.seed, 61, item) % len(_OBJECTS)]} ({item})"
+            )
             value = 1 + int(10 ** (_unit(self.seed, 62, item) * 6))
-            row: dict[str, Any] = {"examine": f"A generated {name.lower()}.", "id": item,
-                                   "members": _unit(self.seed, 63, item) < 0.6, "value": value,
-                                   "icon": f"{name.replace(' ', '_')}.png", "name": name}
+            row: dict[str, Any] = {
+                "examine": f"A generated {name.lower()}.",
+                "id": item,
+                "members": _unit(self.seed, 63, item) < 0.6,
+                "value": value,
+                "icon": f"{name.replace(' ', '_')}.png",
+                "name": name,
+            }
             if _unit(self.seed, 64, item) > 0.1:  # ~10 % of items have no buy limit
                 row["limit"] = [40, 70, 100, 125, 1000, 5000, 10000, 25000][_mix(self.seed, 65, item) % 8]
             if _unit(self.seed, 66, item) > 0.05:  # a few have no alchemy values
@@ -240,13 +309,15 @@ class Market:
                 f"<description>{escape(f'Generated story {k} & more.')}</description>"
                 f"<category>{escape(category)}</category>"
                 f"<pubDate>{format_datetime(published, usegmt=True)}</pubDate>"
-                f"<guid isPermaLink=\"true\">{escape(link)}</guid>"
-                "</item>")
-        return ('<?xml version="1.0" encoding="UTF-8"?>\n<rss version="2.0"><channel>'
-                "<title>Old School RuneScape - News Feed</title>"
-                "<link>https://secure.runescape.com/m=news/archive?oldschool=1</link>"
-                "<description>Old School RuneScape news</description>"
-                + "".join(items) + "</channel></rss>")
+                f'<guid isPermaLink="true">{escape(link)}</guid>'
+                "</item>"
+            )
+        return (
+            '<?xml version="1.0" encoding="UTF-8"?>\n<rss version="2.0"><channel>'
+            "<title>Old School RuneScape - News Feed</title>"
+            "<link>https://secure.runescape.com/m=news/archive?oldschool=1</link>"
+            "<description>Old School RuneScape news</description>" + "".join(items) + "</channel></rss>"
+        )
 
     def wiki_rss(self, now: float, every: int = 60, count: int = 30) -> str:
         newest = int(now // every)
@@ -260,15 +331,19 @@ class Market:
             items.append(
                 "<item>"
                 f"<title>{escape(title)}</title><link>{escape(link)}</link>"
-                f"<guid isPermaLink=\"false\">{escape(link)}</guid>"
+                f'<guid isPermaLink="false">{escape(link)}</guid>'
                 f"<description>{escape(f'<p>Edit {k} by a generated editor</p>')}</description>"
                 f"<pubDate>{format_datetime(published, usegmt=True)}</pubDate>"
-                "</item>")
-        return ('<?xml version="1.0"?>\n<rss version="2.0"><channel>'
-                "<title>Old School RuneScape Wiki  - Recent changes [en]</title>"
-                "<link>https://oldschool.runescape.wiki/w/Special:RecentChanges</link>"
-                "<description>Track the most recent changes to the wiki in this feed.</description>"
-                + "".join(items) + "</channel></rss>")
+                "</item>"
+            )
+        return (
+            '<?xml version="1.0"?>\n<rss version="2.0"><channel>'
+            "<title>Old School RuneScape Wiki  - Recent changes [en]</title>"
+            "<link>https://oldschool.runescape.wiki/w/Special:RecentChanges</link>"
+            "<description>Track the most recent changes to the wiki in this feed.</description>"
+            + "".join(items)
+            + "</channel></rss>"
+        )
 
 
 class Faults:
@@ -351,8 +426,14 @@ class Handler(BaseHTTPRequestHandler):
         sys.stderr.write(f"{self.address_string()} {format % args}\n")
 
     # -- plumbing -------------------------------------------------------------------------
-    def _send(self, code: int, body: bytes, ctype: str = "application/json",
-              headers: dict[str, str] | None = None, truncate: bool = False) -> None:
+    def _send(
+        self,
+        code: int,
+        body: bytes,
+        ctype: str = "application/json",
+        headers: dict[str, str] | None = None,
+        truncate: bool = False,
+    ) -> None:
         if truncate:
             body = body[: max(1, len(body) // 2)]
         self.send_response(code)
@@ -377,8 +458,12 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         try:
             spec = json.loads(self.rfile.read(length) or b"{}")
-            self.server.faults.add(str(spec["kind"]), str(spec.get("path", "")),
-                                   int(spec.get("count", -1)), float(spec.get("delay", 5.0)))
+            self.server.faults.add(
+                str(spec["kind"]),
+                str(spec.get("path", "")),
+                int(spec.get("count", -1)),
+                float(spec.get("delay", 5.0)),
+            )
         except (ValueError, KeyError, TypeError) as exc:
             self._json(400, {"error": str(exc)})
             return
@@ -396,8 +481,14 @@ class Handler(BaseHTTPRequestHandler):
         path, query = url.path.rstrip("/") or "/", parse_qs(url.query)
         if path == "/_control/stats" and self.server.control:
             with self.server.stats_lock:
-                self._json(200, {"requests": dict(self.server.stats), "agents": dict(self.server.agents),
-                                 "faults": self.server.faults.snapshot()})
+                self._json(
+                    200,
+                    {
+                        "requests": dict(self.server.stats),
+                        "agents": dict(self.server.agents),
+                        "faults": self.server.faults.snapshot(),
+                    },
+                )
             return
         agent = self.headers.get("User-Agent", "")
         with self.server.stats_lock:
@@ -416,13 +507,26 @@ class Handler(BaseHTTPRequestHandler):
             self._send(500, b"<html><body>Internal Server Error</body></html>", "text/html")
             return
         try:
-            self._route(path, query, now=time.time(), truncate="truncated" in faults,
-                        null_prices="null_prices" in faults, empty="empty" in faults)
+            self._route(
+                path,
+                query,
+                now=time.time(),
+                truncate="truncated" in faults,
+                null_prices="null_prices" in faults,
+                empty="empty" in faults,
+            )
         except (ValueError, KeyError) as exc:
             self._json(400, {"error": str(exc)})
 
-    def _route(self, path: str, query: dict[str, list[str]], now: float, truncate: bool,
-               null_prices: bool, empty: bool) -> None:
+    def _route(
+        self,
+        path: str,
+        query: dict[str, list[str]],
+        now: float,
+        truncate: bool,
+        null_prices: bool,
+        empty: bool,
+    ) -> None:
         market = self.server.market
         if path in (f"{API_PREFIX}/5m", f"{API_PREFIX}/1h"):
             series = path.rsplit("/", 1)[1]
@@ -453,18 +557,21 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, market.wiki_rss(now).encode(), RSS_TYPE, truncate=truncate)
         elif path == "/":
             count = f"{market.player_count(now):,}"
-            html = ("<!DOCTYPE html><html><head><title>Old School RuneScape</title></head><body>"
-                    "<div class='player-count-wrap'>"
-                    f"<p class='player-count'>There are currently {count} people playing!</p>"
-                    "</div></body></html>")
+            html = (
+                "<!DOCTYPE html><html><head><title>Old School RuneScape</title></head><body>"
+                "<div class='player-count-wrap'>"
+                f"<p class='player-count'>There are currently {count} people playing!</p>"
+                "</div></body></html>"
+            )
             self._send(200, html.encode(), "text/html; charset=utf-8", truncate=truncate)
         else:
             self._json(404, {"error": "not found"})
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8099, help="port; 0 = any free port (default 8099)")
     p.add_argument("--seed", type=int, default=42, help="seed of the generated world (default 42)")
@@ -472,10 +579,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mapping-items", type=int, default=4650, help="items in /mapping (default 4650)")
     p.add_argument("--window-5m", type=int, default=300, help="length of a '5m' window in s (tests: 1-2)")
     p.add_argument("--window-1h", type=int, default=3600, help="length of a '1h' window in s")
-    p.add_argument("--publish-delay", type=float, default=0.0,
-                   help="seconds after a window closes before it is the newest answered (default 0)")
-    p.add_argument("--fault", action="append", default=[], metavar="KIND[:PATH[:COUNT[:DELAY]]]",
-                   help="switch a fault on at start; repeatable")
+    p.add_argument(
+        "--publish-delay",
+        type=float,
+        default=0.0,
+        help="seconds after a window closes before it is the newest answered (default 0)",
+    )
+    p.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="KIND[:PATH[:COUNT[:DELAY]]]",
+        help="switch a fault on at start; repeatable",
+    )
     p.add_argument("--control", action="store_true", help="enable the /_control API (tests)")
     p.add_argument("--port-file", help="write the bound port to this file once listening")
     args = p.parse_args(argv)
@@ -490,8 +606,9 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.fault:
         kind, path, count, delay = (spec.split(":") + ["", "-1", "5"])[:4]
         faults.add(kind, path, int(count), float(delay))
-    market = Market(args.seed, args.items, args.mapping_items, args.window_5m, args.window_1h,
-                    args.publish_delay)
+    market = Market(
+        args.seed, args.items, args.mapping_items, args.window_5m, args.window_1h, args.publish_delay
+    )
     server = Replay((args.host, args.port), market, faults, args.control)
     port = server.server_address[1]
     if args.port_file:
@@ -503,8 +620,11 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    print(f"osrs_replay listening on http://{args.host}:{port}{API_PREFIX} (seed {args.seed}, "
-          f"{len(market.tradeable)} items, windows {args.window_5m}s/{args.window_1h}s)", flush=True)
+    print(
+        f"osrs_replay listening on http://{args.host}:{port}{API_PREFIX} (seed {args.seed}, "
+        f"{len(market.tradeable)} items, windows {args.window_5m}s/{args.window_1h}s)",
+        flush=True,
+    )
     server.serve_forever(poll_interval=0.2)
     server.server_close()
     return 0

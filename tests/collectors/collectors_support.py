@@ -90,15 +90,40 @@ class PgCluster:
         pwfile.write_text(self.password + "\n")
         if self._as_postgres:
             shutil.chown(pwfile, "postgres", "postgres")
-        self._run(self.bin / "initdb", "-D", self.data, "-U", "postgres", "--pwfile", pwfile,
-                  "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8")
+        self._run(
+            self.bin / "initdb",
+            "-D",
+            self.data,
+            "-U",
+            "postgres",
+            "--pwfile",
+            pwfile,
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+        )
         pwfile.unlink()
 
     def start(self) -> None:
-        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off " \
-               "-c synchronous_commit=off -c full_page_writes=off -c max_connections=60"
-        self._run(self.bin / "pg_ctl", "-D", self.data, "-o", opts, "-l", self.dir / "log", "-w", "-t", "60",
-                  "start")
+        opts = (
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=60"
+        )
+        self._run(
+            self.bin / "pg_ctl",
+            "-D",
+            self.data,
+            "-o",
+            opts,
+            "-l",
+            self.dir / "log",
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
 
     def pid(self) -> int | None:
         pidfile = self.data / "postmaster.pid"
@@ -123,8 +148,14 @@ class PgCluster:
         os.kill(pid, signal.SIGKILL)
 
     def connect(self, dbname: str = "postgres", user: str = "postgres", password: str | None = None) -> Any:
-        conn = psycopg2.connect(host="127.0.0.1", port=self.port, dbname=dbname, user=user,
-                                password=password or self.password, connect_timeout=5)
+        conn = psycopg2.connect(
+            host="127.0.0.1",
+            port=self.port,
+            dbname=dbname,
+            user=user,
+            password=password or self.password,
+            connect_timeout=5,
+        )
         conn.autocommit = True
         return conn
 
@@ -221,8 +252,20 @@ class Replay:
 
 def start_replay(tmp: Path, window_5m: int = 1, window_1h: int = 3, *extra: str) -> Replay:
     port_file = tmp / f"replay-{time.monotonic_ns()}.port"
-    cmd = [sys.executable, str(REPLAY), "--port", "0", "--port-file", str(port_file), "--control",
-           "--window-5m", str(window_5m), "--window-1h", str(window_1h), *extra]
+    cmd = [
+        sys.executable,
+        str(REPLAY),
+        "--port",
+        "0",
+        "--port-file",
+        str(port_file),
+        "--control",
+        "--window-5m",
+        str(window_5m),
+        "--window-1h",
+        str(window_1h),
+        *extra,
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
     wait_until(lambda: port_file.exists() and port_file.read_text().strip(), 15, what="replay port file")
     replay = Replay(proc, int(port_file.read_text()), window_5m, window_1h)
@@ -289,41 +332,64 @@ class Launcher:
 
     def env(self, db: str, replay: Replay | None, **overrides: Any) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GEPT_")}
-        env.update({
-            "GEPT_DB_HOST": "127.0.0.1", "GEPT_DB_PORT": str(self.pg.port), "GEPT_DB_NAME": db,
-            "GEPT_DB_USER": "gept_collector", "GEPT_DB_PASSWORD": COLLECTOR_PASSWORD,
-            "GEPT_DB_SSLMODE": "disable", "GEPT_DB_BACKOFF_MAX_SECONDS": "1",
-            "GEPT_USER_AGENT": USER_AGENT, "GEPT_HTTP_TIMEOUT_SECONDS": "3", "GEPT_HTTP_RETRIES": "3",
-            "GEPT_HTTP_BACKOFF_BASE_SECONDS": "0.1", "GEPT_HTTP_BACKOFF_MAX_SECONDS": "1",
-            "GEPT_BACKFILL_PACING_SECONDS": "0", "GEPT_LOG_LEVEL": "INFO",
-            "GEPT_LATEST_BUCKET_SECONDS": "1", "GEPT_PLAYERCOUNT_BUCKET_SECONDS": "1",
-        })
+        env.update(
+            {
+                "GEPT_DB_HOST": "127.0.0.1",
+                "GEPT_DB_PORT": str(self.pg.port),
+                "GEPT_DB_NAME": db,
+                "GEPT_DB_USER": "gept_collector",
+                "GEPT_DB_PASSWORD": COLLECTOR_PASSWORD,
+                "GEPT_DB_SSLMODE": "disable",
+                "GEPT_DB_BACKOFF_MAX_SECONDS": "1",
+                "GEPT_USER_AGENT": USER_AGENT,
+                "GEPT_HTTP_TIMEOUT_SECONDS": "3",
+                "GEPT_HTTP_RETRIES": "3",
+                "GEPT_HTTP_BACKOFF_BASE_SECONDS": "0.1",
+                "GEPT_HTTP_BACKOFF_MAX_SECONDS": "1",
+                "GEPT_BACKFILL_PACING_SECONDS": "0",
+                "GEPT_LOG_LEVEL": "INFO",
+                "GEPT_LATEST_BUCKET_SECONDS": "1",
+                "GEPT_PLAYERCOUNT_BUCKET_SECONDS": "1",
+            }
+        )
         if replay is not None:
-            env.update({
-                "GEPT_API_BASE_URL": replay.api,
-                "GEPT_NEWS_RSS_URL": f"{replay.base}/m=news/latest_news.rss?oldschool=true",
-                "GEPT_WIKI_RC_RSS_URL": f"{replay.base}/w/Special:RecentChanges?feed=rss",
-                "GEPT_HOMEPAGE_URL": f"{replay.base}/",
-                "GEPT_FIVEMIN_WINDOW_SECONDS": str(replay.window_5m),
-                "GEPT_HOURLY_WINDOW_SECONDS": str(replay.window_1h),
-            })
+            env.update(
+                {
+                    "GEPT_API_BASE_URL": replay.api,
+                    "GEPT_NEWS_RSS_URL": f"{replay.base}/m=news/latest_news.rss?oldschool=true",
+                    "GEPT_WIKI_RC_RSS_URL": f"{replay.base}/w/Special:RecentChanges?feed=rss",
+                    "GEPT_HOMEPAGE_URL": f"{replay.base}/",
+                    "GEPT_FIVEMIN_WINDOW_SECONDS": str(replay.window_5m),
+                    "GEPT_HOURLY_WINDOW_SECONDS": str(replay.window_1h),
+                }
+            )
         env.update({k.upper(): str(v) for k, v in overrides.items()})
         return env
 
-    def start(self, name: str, db: str, replay: Replay | None, interval: float = 1.0,
-              **overrides: Any) -> Proc:
+    def start(
+        self, name: str, db: str, replay: Replay | None, interval: float = 1.0, **overrides: Any
+    ) -> Proc:
         port = free_port()
         key = name.upper()
-        own = {f"GEPT_{key}_METRICS_PORT": port, f"GEPT_{key}_INTERVAL_SECONDS": interval,
-               f"GEPT_{key}_OFFSET_SECONDS": 0.25}
+        own = {
+            f"GEPT_{key}_METRICS_PORT": port,
+            f"GEPT_{key}_INTERVAL_SECONDS": interval,
+            f"GEPT_{key}_OFFSET_SECONDS": 0.25,
+        }
         env = self.env(db, replay, **own, **overrides)
         if name == "dashboard":
             env["GEPT_DASHBOARD_PORT"] = str(port)
         script = "dashboard.py" if name == "dashboard" else f"collector_{name}.py"
         log = self.tmp / f"{name}-{len(self.procs)}.log"
         with open(log, "w") as fh:
-            proc = subprocess.Popen([sys.executable, str(COLLECTORS_DIR / script)], env=env, stdout=fh,
-                                    stderr=subprocess.STDOUT, text=True, cwd=self.tmp)
+            proc = subprocess.Popen(
+                [sys.executable, str(COLLECTORS_DIR / script)],
+                env=env,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                text=True,
+                cwd=self.tmp,
+            )
         p = Proc(name, proc, port, log, env)
         self.procs.append(p)
         if name != "dashboard":

@@ -28,19 +28,30 @@ def get(port: int, path: str) -> tuple[int, str]:
 
 
 def start_dashboard(launch: Launcher, db: str, five: Proc, freshness: float) -> Proc:
-    dash = launch.start("dashboard", db, None, GEPT_DASHBOARD_DB_USER="gept_readonly",
-                        GEPT_DASHBOARD_DB_PASSWORD=READONLY_PASSWORD, GEPT_DASHBOARD_CACHE_SECONDS=0,
-                        GEPT_DASHBOARD_FRESHNESS_SECONDS=freshness, GEPT_DASHBOARD_REFRESH_SECONDS=5,
-                        GEPT_DASHBOARD_COLLECTORS=f"fivemin=http://127.0.0.1:{five.metrics_port}/metrics,"
-                                                  "latest=http://127.0.0.1:9/metrics")
-    wait_until(lambda: get(dash.metrics_port, "/metrics")[0] == 200 if dash.proc.poll() is None else True, 15,
-               what="dashboard up")
+    dash = launch.start(
+        "dashboard",
+        db,
+        None,
+        GEPT_DASHBOARD_DB_USER="gept_readonly",
+        GEPT_DASHBOARD_DB_PASSWORD=READONLY_PASSWORD,
+        GEPT_DASHBOARD_CACHE_SECONDS=0,
+        GEPT_DASHBOARD_FRESHNESS_SECONDS=freshness,
+        GEPT_DASHBOARD_REFRESH_SECONDS=5,
+        GEPT_DASHBOARD_COLLECTORS=f"fivemin=http://127.0.0.1:{five.metrics_port}/metrics,"
+        "latest=http://127.0.0.1:9/metrics",
+    )
+    wait_until(
+        lambda: get(dash.metrics_port, "/metrics")[0] == 200 if dash.proc.poll() is None else True,
+        15,
+        what="dashboard up",
+    )
     assert dash.proc.poll() is None, dash.output()
     return dash
 
 
-def test_health_status_metrics_and_screenshot(launch: Launcher, pg: PgCluster, gept_db: str,
-                                              replay: Replay) -> None:
+def test_health_status_metrics_and_screenshot(
+    launch: Launcher, pg: PgCluster, gept_db: str, replay: Replay
+) -> None:
     five = launch.start("fivemin", gept_db, replay, GEPT_FIVEMIN_LOOKBACK_SECONDS=5)
     dash = start_dashboard(launch, gept_db, five, freshness=30)
     port = dash.metrics_port
@@ -98,10 +109,24 @@ def screenshot(port: int) -> None:
     out = ARTIFACTS / "dashboard.png"
     out.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory() as profile:
-        subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
-                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                        "--hide-scrollbars",
-                        f"--user-data-dir={profile}", "--window-size=1280,900", f"--screenshot={out}",
-                        f"http://127.0.0.1:{port}/"], check=True, capture_output=True, timeout=90)
+        subprocess.run(
+            [
+                browser,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--hide-scrollbars",
+                f"--user-data-dir={profile}",
+                "--window-size=1280,900",
+                f"--screenshot={out}",
+                f"http://127.0.0.1:{port}/",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=90,
+        )
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, f"screenshot {len(data)} bytes"

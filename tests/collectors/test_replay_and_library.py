@@ -19,9 +19,14 @@ from gept_collectors.shutdown import Shutdown  # noqa: E402
 
 
 def client(replay: Replay, **env: str) -> tuple[HttpClient, CollectorMetrics]:
-    base = {"GEPT_DB_PASSWORD": "x", "GEPT_USER_AGENT": USER_AGENT, "GEPT_API_BASE_URL": replay.api,
-            "GEPT_HTTP_TIMEOUT_SECONDS": "1", "GEPT_HTTP_RETRIES": "2",
-            "GEPT_HTTP_BACKOFF_BASE_SECONDS": "0.05"}
+    base = {
+        "GEPT_DB_PASSWORD": "x",
+        "GEPT_USER_AGENT": USER_AGENT,
+        "GEPT_API_BASE_URL": replay.api,
+        "GEPT_HTTP_TIMEOUT_SECONDS": "1",
+        "GEPT_HTTP_RETRIES": "2",
+        "GEPT_HTTP_BACKOFF_BASE_SECONDS": "0.05",
+    }
     settings = config.load("fivemin", {**base, **env})
     metrics = CollectorMetrics("fivemin", windows=True, registry=CollectorRegistry())
     return HttpClient(settings, metrics, Shutdown()), metrics
@@ -103,38 +108,53 @@ def test_config_rejects_generic_user_agent_and_missing_password() -> None:
         config.load("latest", {"GEPT_DB_PASSWORD": "x", "GEPT_USER_AGENT": "curl/8"})
     with pytest.raises(config.ConfigError):
         config.load("latest", {"GEPT_USER_AGENT": USER_AGENT})
-    s = config.load("latest", {"GEPT_DB_PASSWORD": "test-fake-pw", "GEPT_INTERVAL_SECONDS": "5",
-                               "GEPT_LATEST_INTERVAL_SECONDS": "7"})
+    s = config.load(
+        "latest",
+        {
+            "GEPT_DB_PASSWORD": "test-fake-pw",
+            "GEPT_INTERVAL_SECONDS": "5",
+            "GEPT_LATEST_INTERVAL_SECONDS": "7",
+        },
+    )
     assert s.interval == 7 and s.metrics_port == 9201 and "test-fake-pw" not in repr(s)
 
 
-@pytest.mark.parametrize("body,why", [
-    (b'{"data": {"2": {"avgHighPrice": "145"}}, "timestamp": 300}', "string price"),
-    (b'{"data": {"x": {}}, "timestamp": 300}', "bad item id"),
-    (b'{"data": {}, "timestamp": 301}', "unaligned"),
-    (b'{"data": [], "timestamp": 300}', "data not an object"),
-    (b'{"data": {"2": {"avgHighPrice": true}}, "timestamp": 300}', "boolean"),
-])
+@pytest.mark.parametrize(
+    "body,why",
+    [
+        (b'{"data": {"2": {"avgHighPrice": "145"}}, "timestamp": 300}', "string price"),
+        (b'{"data": {"x": {}}, "timestamp": 300}', "bad item id"),
+        (b'{"data": {}, "timestamp": 301}', "unaligned"),
+        (b'{"data": [], "timestamp": 300}', "data not an object"),
+        (b'{"data": {"2": {"avgHighPrice": true}}, "timestamp": 300}', "boolean"),
+    ],
+)
 def test_window_validation_rejects(body: bytes, why: str) -> None:
     with pytest.raises(validate.ValidationError):
         validate.window(body, 300)
 
 
 def test_window_example_from_the_api_docs() -> None:
-    body = (b'{"data": {"2": {"avgHighPrice": 145, "highPriceVolume": 88554, "avgLowPrice": 142, '
-            b'"lowPriceVolume": 17896}, "12": {"avgHighPrice": 199800, "highPriceVolume": 1, '
-            b'"avgLowPrice": null, "lowPriceVolume": 0}}, "timestamp": 1617235200}')
+    body = (
+        b'{"data": {"2": {"avgHighPrice": 145, "highPriceVolume": 88554, "avgLowPrice": 142, '
+        b'"lowPriceVolume": 17896}, "12": {"avgHighPrice": 199800, "highPriceVolume": 1, '
+        b'"avgLowPrice": null, "lowPriceVolume": 0}}, "timestamp": 1617235200}'
+    )
     start, rows = validate.window(body, 300)
     assert start == 1617235200 and rows[1][4] is None and rows[1][5] == 0
     assert rows[0][1].isoformat() == "2021-04-01T00:00:00+00:00"
 
 
 def test_rss_refuses_entities() -> None:
-    bomb = (b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;">]>'
-            b"<rss><channel><item><title>&lol2;</title><guid>g</guid></item></channel></rss>")
+    bomb = (
+        b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;">]>'
+        b"<rss><channel><item><title>&lol2;</title><guid>g</guid></item></channel></rss>"
+    )
     with pytest.raises(validate.ValidationError, match="DOCTYPE"):
         validate.rss(bomb)
-    external = b'<!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><rss><item><title>&x;</title></item></rss>'
+    external = (
+        b'<!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><rss><item><title>&x;</title></item></rss>'
+    )
     with pytest.raises(validate.ValidationError):
         validate.rss(external)
 

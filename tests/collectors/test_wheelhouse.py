@@ -33,8 +33,20 @@ def test_matching_stamp_is_up_to_date_without_pip(tmp_path: Path) -> None:
     dest = tmp_path / "wh"
     dest.mkdir()
     (dest / ".wheelhouse-stamp").write_text(wheelhouse.digest(req, "x86_64", "3.13", "2.41") + "\n")
-    args = [sys.executable, str(SCRIPT), "-r", str(req), "--arch", "x86_64", "--python-version", "3.13",
-            "--glibc", "2.41", "--dest", str(dest)]
+    args = [
+        sys.executable,
+        str(SCRIPT),
+        "-r",
+        str(req),
+        "--arch",
+        "x86_64",
+        "--python-version",
+        "3.13",
+        "--glibc",
+        "2.41",
+        "--dest",
+        str(dest),
+    ]
     done = subprocess.run(args, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.startswith("up to date")
     # another Python version is another wheelhouse: the stamp no longer matches

@@ -19,8 +19,14 @@ DEFAULT_WIKI_RC_RSS_URL = "https://oldschool.runescape.wiki/w/Special:RecentChan
 DEFAULT_HOMEPAGE_URL = "https://oldschool.runescape.com/"
 
 # Metrics ports (group_vars gept_ports.collector_<name>): 9201-9206, clear of node_exporter's 9100.
-DEFAULT_METRICS_PORTS = {"latest": 9201, "fivemin": 9202, "hourly": 9203, "news": 9204,
-                         "playercount": 9205, "items": 9206}
+DEFAULT_METRICS_PORTS = {
+    "latest": 9201,
+    "fivemin": 9202,
+    "hourly": 9203,
+    "news": 9204,
+    "playercount": 9205,
+    "items": 9206,
+}
 
 
 class ConfigError(ValueError):
@@ -76,8 +82,12 @@ class Settings:
         return int(self.get_float(key, default))
 
 
-def load(name: str, env: Mapping[str, str] | None = None, default_interval: float = 60.0,
-         default_offset: float = 0.0) -> Settings:
+def load(
+    name: str,
+    env: Mapping[str, str] | None = None,
+    default_interval: float = 60.0,
+    default_offset: float = 0.0,
+) -> Settings:
     """Build the settings of collector `name` from `env` (default: os.environ)."""
     env = dict(os.environ if env is None else env)
     probe = Settings(name=name, env=env)

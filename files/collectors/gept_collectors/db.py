@@ -50,10 +50,20 @@ class Database:
 
     def _open(self) -> psycopg2.extensions.connection:
         s = self.settings
-        conn = psycopg2.connect(host=s.db_host, port=s.db_port, dbname=s.db_name, user=s.db_user,
-                                password=s.db_password, sslmode=s.db_sslmode, connect_timeout=5,
-                                application_name=f"gept-{s.name}", keepalives=1, keepalives_idle=30,
-                                keepalives_interval=10, keepalives_count=3)
+        conn = psycopg2.connect(
+            host=s.db_host,
+            port=s.db_port,
+            dbname=s.db_name,
+            user=s.db_user,
+            password=s.db_password,
+            sslmode=s.db_sslmode,
+            connect_timeout=5,
+            application_name=f"gept-{s.name}",
+            keepalives=1,
+            keepalives_idle=30,
+            keepalives_interval=10,
+            keepalives_count=3,
+        )
         conn.autocommit = False
         return conn
 
@@ -69,8 +79,9 @@ class Database:
                 self.metrics.errors.labels("database").inc()
                 delay = min(self.settings.db_backoff_max, 0.5 * 2**attempt) * random.uniform(0.5, 1.5)  # noqa: S311
                 attempt += 1
-                log.warning("database unavailable (%s); retry %d in %.1fs", str(exc).strip()[:200],
-                            attempt, delay)
+                log.warning(
+                    "database unavailable (%s); retry %d in %.1fs", str(exc).strip()[:200], attempt, delay
+                )
                 self.shutdown.wait(delay)
         return self._conn
 
@@ -108,8 +119,14 @@ class Database:
                 self.shutdown.check()
 
     # -- batched writes -----------------------------------------------------------------
-    def insert(self, cur: psycopg2.extensions.cursor, table: str, columns: Sequence[str],
-               rows: Sequence[Sequence[Any]], method: str | None = None) -> int:
+    def insert(
+        self,
+        cur: psycopg2.extensions.cursor,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        method: str | None = None,
+    ) -> int:
         """Insert rows, skipping those whose key exists; return how many were inserted."""
         if not rows:
             return 0
@@ -139,27 +156,43 @@ def copy_buffer(rows: Iterable[Sequence[Any]]) -> io.StringIO:
     return buf
 
 
-def insert_copy(cur: psycopg2.extensions.cursor, table: str, columns: Sequence[str],
-                rows: Sequence[Sequence[Any]], stage: str = "_gept_stage") -> int:
+def insert_copy(
+    cur: psycopg2.extensions.cursor,
+    table: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    stage: str = "_gept_stage",
+) -> int:
     cols = sql.SQL(", ").join(map(sql.Identifier, columns))
-    cur.execute(sql.SQL("CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {cols} FROM {table} WITH NO DATA")
-                .format(stage=sql.Identifier(stage), cols=cols, table=sql.Identifier(table)))
+    cur.execute(
+        sql.SQL("CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {cols} FROM {table} WITH NO DATA").format(
+            stage=sql.Identifier(stage), cols=cols, table=sql.Identifier(table)
+        )
+    )
     copy = sql.SQL("COPY {stage} ({cols}) FROM STDIN").format(stage=sql.Identifier(stage), cols=cols)
     cur.copy_expert(copy, copy_buffer(rows))
-    cur.execute(sql.SQL("INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT DO NOTHING")
-                .format(table=sql.Identifier(table), cols=cols, stage=sql.Identifier(stage)))
+    cur.execute(
+        sql.SQL("INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT DO NOTHING").format(
+            table=sql.Identifier(table), cols=cols, stage=sql.Identifier(stage)
+        )
+    )
     return cur.rowcount
 
 
-def insert_values(cur: psycopg2.extensions.cursor, table: str, columns: Sequence[str],
-                  rows: Sequence[Sequence[Any]]) -> int:
+def insert_values(
+    cur: psycopg2.extensions.cursor, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> int:
     query = sql.SQL("INSERT INTO {table} ({cols}) VALUES %s ON CONFLICT DO NOTHING RETURNING 1").format(
-        table=sql.Identifier(table), cols=sql.SQL(", ").join(map(sql.Identifier, columns)))
+        table=sql.Identifier(table), cols=sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
     return len(psycopg2.extras.execute_values(cur, query.as_string(cur), rows, page_size=1000, fetch=True))
 
 
 def record_window(cur: psycopg2.extensions.cursor, series: str, start: datetime, item_count: int) -> bool:
     """Add the window to the ledger; False if it was already there."""
-    cur.execute("INSERT INTO collection_windows (series, window_start, item_count) VALUES (%s, %s, %s) "
-                "ON CONFLICT DO NOTHING", (series, start, item_count))
+    cur.execute(
+        "INSERT INTO collection_windows (series, window_start, item_count) VALUES (%s, %s, %s) "
+        "ON CONFLICT DO NOTHING",
+        (series, start, item_count),
+    )
     return cur.rowcount == 1

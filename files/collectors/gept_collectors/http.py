@@ -45,8 +45,13 @@ class HttpClient:
         return f"{self.settings.api_base_url}/{path.lstrip('/')}" + (f"?{query}" if query else "")
 
     def _once(self, url: str) -> bytes:
-        request = urllib.request.Request(url, headers={  # noqa: S310  (http/https from configuration)
-            "User-Agent": self.settings.user_agent, "Accept-Encoding": "gzip"})
+        request = urllib.request.Request(  # noqa: S310  (http/https from configuration)
+            url,
+            headers={
+                "User-Agent": self.settings.user_agent,
+                "Accept-Encoding": "gzip",
+            },
+        )
         timeout = self.settings.http_timeout
         with self.shutdown.interruptible(), self._opener.open(request, timeout=timeout) as resp:
             body = resp.read()

@@ -20,28 +20,49 @@ CYCLE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
 class CollectorMetrics:
-    def __init__(self, name: str, windows: bool = False,
-                 registry: prometheus_client.CollectorRegistry = prometheus_client.REGISTRY) -> None:
+    def __init__(
+        self,
+        name: str,
+        windows: bool = False,
+        registry: prometheus_client.CollectorRegistry = prometheus_client.REGISTRY,
+    ) -> None:
         p = f"gept_{name}"
-        self.requests = Counter(f"{p}_requests", f"HTTP requests made by the {name} collector, by outcome "
-                                "(HTTP status, timeout, error, invalid)", ["status"], registry=registry)
-        self.rows_inserted = Counter(f"{p}_rows_inserted", "Rows actually inserted (the database's count; "
-                                     "duplicates are not counted)", registry=registry)
-        self.duration = Histogram(f"{p}_duration_seconds", "Duration of one collection cycle",
-                                  buckets=CYCLE_BUCKETS, registry=registry)
-        self.last_success = Gauge(f"{p}_last_success_timestamp_seconds",
-                                  "Unix time of the last fully successful cycle", registry=registry)
-        self.errors = Counter(f"{p}_errors", "Errors by kind (http, validation, database)", ["kind"],
-                              registry=registry)
+        self.requests = Counter(
+            f"{p}_requests",
+            f"HTTP requests made by the {name} collector, by outcome (HTTP status, timeout, error, invalid)",
+            ["status"],
+            registry=registry,
+        )
+        self.rows_inserted = Counter(
+            f"{p}_rows_inserted",
+            "Rows actually inserted (the database's count; duplicates are not counted)",
+            registry=registry,
+        )
+        self.duration = Histogram(
+            f"{p}_duration_seconds",
+            "Duration of one collection cycle",
+            buckets=CYCLE_BUCKETS,
+            registry=registry,
+        )
+        self.last_success = Gauge(
+            f"{p}_last_success_timestamp_seconds",
+            "Unix time of the last fully successful cycle",
+            registry=registry,
+        )
+        self.errors = Counter(
+            f"{p}_errors", "Errors by kind (http, validation, database)", ["kind"], registry=registry
+        )
         for kind in ERROR_KINDS:  # present at 0 from the start, so rate() and alerts see them
             self.errors.labels(kind)
         self.backfilled: Counter | None = None
         self.missing: Gauge | None = None
         if windows:
-            self.backfilled = Counter(f"{p}_backfilled_windows", "Missing windows fetched and stored",
-                                      registry=registry)
-            self.missing = Gauge(f"{p}_missing_windows", "Windows inside the look-back not yet stored",
-                                 registry=registry)
+            self.backfilled = Counter(
+                f"{p}_backfilled_windows", "Missing windows fetched and stored", registry=registry
+            )
+            self.missing = Gauge(
+                f"{p}_missing_windows", "Windows inside the look-back not yet stored", registry=registry
+            )
 
 
 def serve(host: str, port: int) -> None:

@@ -41,8 +41,9 @@ class Collector(ABC):
     default_offset: float = 0.0
 
     def __init__(self, settings: config.Settings | None = None) -> None:
-        self.settings = settings or config.load(self.name, default_interval=self.default_interval,
-                                                default_offset=self.default_offset)
+        self.settings = settings or config.load(
+            self.name, default_interval=self.default_interval, default_offset=self.default_offset
+        )
         self.shutdown = Shutdown()
         self.metrics = metrics.CollectorMetrics(self.name, windows=self.windows)
         self.http = HttpClient(self.settings, self.metrics, self.shutdown)
@@ -73,9 +74,14 @@ class Collector(ABC):
     def run(self) -> int:
         self.shutdown.install()
         metrics.serve(self.settings.metrics_host, self.settings.metrics_port)
-        log.info("%s collector started (interval %.0fs, metrics %s:%d, API %s)", self.name,
-                 self.settings.interval, self.settings.metrics_host, self.settings.metrics_port,
-                 self.settings.api_base_url)
+        log.info(
+            "%s collector started (interval %.0fs, metrics %s:%d, API %s)",
+            self.name,
+            self.settings.interval,
+            self.settings.metrics_host,
+            self.settings.metrics_port,
+            self.settings.api_base_url,
+        )
         try:
             while True:
                 self.run_once()
@@ -91,8 +97,11 @@ class Collector(ABC):
 def main(collector: type[Collector]) -> int:
     """Entry point of every collector script."""
     try:
-        settings = config.load(collector.name, default_interval=collector.default_interval,
-                               default_offset=collector.default_offset)
+        settings = config.load(
+            collector.name,
+            default_interval=collector.default_interval,
+            default_offset=collector.default_offset,
+        )
     except config.ConfigError as exc:
         print(f"gept-collector-{collector.name}: configuration error: {exc}", file=sys.stderr)
         return 78  # EX_CONFIG: systemd's RestartPreventExitStatus keeps it from looping

@@ -15,7 +15,8 @@ from typing import Any
 
 PRICE_FIELDS = ("avgHighPrice", "highPriceVolume", "avgLowPrice", "lowPriceVolume")
 PLAYER_COUNT_RE = re.compile(
-    r"<p\s+class=['\"]player-count['\"]\s*>\s*There are currently\s+([\d,]+)\s+people playing!?\s*</p>", re.I)
+    r"<p\s+class=['\"]player-count['\"]\s*>\s*There are currently\s+([\d,]+)\s+people playing!?\s*</p>", re.I
+)
 
 # (item_id, window_start, avg_high_price, high_price_volume, avg_low_price, low_price_volume)
 PriceRow = tuple[int, datetime, int | None, int, int | None, int]
@@ -76,13 +77,16 @@ def window(body: bytes, window_seconds: int, expect: int | None = None) -> tuple
         item = _item_id(key)
         if not isinstance(entry, dict):
             raise ValidationError(f"item {key}: expected an object")
-        rows.append((
-            item, when,
-            _int(entry.get("avgHighPrice"), f"{key}.avgHighPrice", nullable=True, minimum=1),
-            _int(entry.get("highPriceVolume", 0), f"{key}.highPriceVolume") or 0,
-            _int(entry.get("avgLowPrice"), f"{key}.avgLowPrice", nullable=True, minimum=1),
-            _int(entry.get("lowPriceVolume", 0), f"{key}.lowPriceVolume") or 0,
-        ))
+        rows.append(
+            (
+                item,
+                when,
+                _int(entry.get("avgHighPrice"), f"{key}.avgHighPrice", nullable=True, minimum=1),
+                _int(entry.get("highPriceVolume", 0), f"{key}.highPriceVolume") or 0,
+                _int(entry.get("avgLowPrice"), f"{key}.avgLowPrice", nullable=True, minimum=1),
+                _int(entry.get("lowPriceVolume", 0), f"{key}.lowPriceVolume") or 0,
+            )
+        )
     return start, rows
 
 
@@ -100,8 +104,16 @@ def latest(body: bytes, minute: datetime) -> list[tuple[Any, ...]]:
         low = _int(entry.get("low"), f"{key}.low", nullable=True, minimum=1)
         high_time = _int(entry.get("highTime"), f"{key}.highTime", nullable=True, minimum=1)
         low_time = _int(entry.get("lowTime"), f"{key}.lowTime", nullable=True, minimum=1)
-        rows.append((item, minute, high, utc(high_time) if high_time else None,
-                     low, utc(low_time) if low_time else None))
+        rows.append(
+            (
+                item,
+                minute,
+                high,
+                utc(high_time) if high_time else None,
+                low,
+                utc(low_time) if low_time else None,
+            )
+        )
     return rows
 
 
@@ -118,10 +130,15 @@ def timeseries(body: bytes, step_seconds: int) -> list[tuple[int, int | None, in
         assert ts is not None  # noqa: S101  (narrowing)
         if ts % step_seconds:
             raise ValidationError(f"point {n}: timestamp {ts} not aligned to {step_seconds}s")
-        points.append((ts, _int(p.get("avgHighPrice"), "avgHighPrice", nullable=True, minimum=1),
-                       _int(p.get("highPriceVolume") or 0, "highPriceVolume") or 0,
-                       _int(p.get("avgLowPrice"), "avgLowPrice", nullable=True, minimum=1),
-                       _int(p.get("lowPriceVolume") or 0, "lowPriceVolume") or 0))
+        points.append(
+            (
+                ts,
+                _int(p.get("avgHighPrice"), "avgHighPrice", nullable=True, minimum=1),
+                _int(p.get("highPriceVolume") or 0, "highPriceVolume") or 0,
+                _int(p.get("avgLowPrice"), "avgLowPrice", nullable=True, minimum=1),
+                _int(p.get("lowPriceVolume") or 0, "lowPriceVolume") or 0,
+            )
+        )
     return points
 
 
@@ -138,10 +155,19 @@ def mapping(body: bytes) -> list[tuple[Any, ...]]:
         members = it.get("members")
         if members is not None and not isinstance(members, bool):
             raise ValidationError(f"entry {n}: members must be a boolean")
-        rows.append((_item_id(it.get("id")), it["name"], _opt_str(it.get("examine")), members,
-                     *(_int(it.get(k), f"entry {n}.{k}", nullable=True)
-                       for k in ("lowalch", "highalch", "limit", "value")),
-                     _opt_str(it.get("icon"))))
+        rows.append(
+            (
+                _item_id(it.get("id")),
+                it["name"],
+                _opt_str(it.get("examine")),
+                members,
+                *(
+                    _int(it.get(k), f"entry {n}.{k}", nullable=True)
+                    for k in ("lowalch", "highalch", "limit", "value")
+                ),
+                _opt_str(it.get("icon")),
+            )
+        )
     return rows
 
 

@@ -31,13 +31,19 @@ from .validate import PriceRow, ValidationError
 
 log = logging.getLogger(__name__)
 
-PRICE_COLUMNS = ("item_id", "timestamp", "avg_high_price", "high_price_volume", "avg_low_price",
-                 "low_price_volume")
+PRICE_COLUMNS = (
+    "item_id",
+    "timestamp",
+    "avg_high_price",
+    "high_price_volume",
+    "avg_low_price",
+    "low_price_volume",
+)
 
 
 class WindowCollector(Collector):
     windows = True
-    series = "5m"            # collection_windows.series and the API path
+    series = "5m"  # collection_windows.series and the API path
     table = "price_data_5min"
     default_window = 300
     default_lookback = 86400.0
@@ -74,9 +80,11 @@ class WindowCollector(Collector):
         """Window starts in [now - look-back, upper] that the ledger lacks, oldest first."""
         w = self.window_seconds
         lower = -(-int(time.time() - self.lookback) // w) * w
-        cur.execute("SELECT extract(epoch FROM window_start)::bigint FROM collection_windows "
-                    "WHERE series = %s AND window_start BETWEEN to_timestamp(%s) AND to_timestamp(%s)",
-                    (self.series, lower, upper))
+        cur.execute(
+            "SELECT extract(epoch FROM window_start)::bigint FROM collection_windows "
+            "WHERE series = %s AND window_start BETWEEN to_timestamp(%s) AND to_timestamp(%s)",
+            (self.series, lower, upper),
+        )
         have = {row[0] for row in cur.fetchall()}
         return [t for t in range(lower, upper + 1, w) if t not in have]
 
@@ -93,8 +101,9 @@ class WindowCollector(Collector):
         todo = self.db.run(self.missing, upper)
         self.metrics.missing.set(len(todo))
         if len(todo) > 1:
-            log.info("%s: %d missing window(s), %d..%d; back-filling", self.series, len(todo),
-                     todo[0], todo[-1])
+            log.info(
+                "%s: %d missing window(s), %d..%d; back-filling", self.series, len(todo), todo[0], todo[-1]
+            )
         rejected = 0
         for start in todo:
             if start == newest:  # already fetched; stored last, so the ledger grows without holes

@@ -8,11 +8,23 @@ import re
 import pytest
 from conftest import assert_running, wait_for
 
-COLLECTORS = {"latest": 9201, "fivemin": 9202, "hourly": 9203, "news": 9204, "playercount": 9205,
-              "items": 9206}
+COLLECTORS = {
+    "latest": 9201,
+    "fivemin": 9202,
+    "hourly": 9203,
+    "news": 9204,
+    "playercount": 9205,
+    "items": 9206,
+}
 UNITS = [f"gept-collector-{name}" for name in COLLECTORS] + ["gept-dashboard"]
-TABLES = {"latest": "prices_latest_1m", "fivemin": "price_data_5min", "hourly": "prices_1h",
-          "news": "osrs_news", "playercount": "player_counts", "items": "items"}
+TABLES = {
+    "latest": "prices_latest_1m",
+    "fivemin": "price_data_5min",
+    "hourly": "prices_1h",
+    "news": "osrs_news",
+    "playercount": "player_counts",
+    "items": "items",
+}
 EXPOSURE_MAX = 2.0
 
 
@@ -65,8 +77,12 @@ def test_release_layout(host):
 
 @pytest.mark.parametrize("name,port", COLLECTORS.items())
 def test_metrics_endpoint_answers_on_localhost(host, name, port):
-    out = wait_for(host, f"curl -fsS http://127.0.0.1:{port}/metrics | grep -q '^gept_{name}_requests_total'",
-                   attempts=20, delay=2)
+    out = wait_for(
+        host,
+        f"curl -fsS http://127.0.0.1:{port}/metrics | grep -q '^gept_{name}_requests_total'",
+        attempts=20,
+        delay=2,
+    )
     assert out.rc == 0, f"gept_{name} metrics not answering on 127.0.0.1:{port}"
     listen = host.socket(f"tcp://127.0.0.1:{port}")
     assert listen.is_listening
@@ -82,19 +98,31 @@ def test_rows_arrive_from_the_replay(host, name):
     # A successful cycle since the (re)start; rows_inserted_total counts what this process
     # inserted, so after a restart it may rightly be 0 (everything was already stored).
     port = COLLECTORS[name]
-    ok = wait_for(host, f"curl -fsS http://127.0.0.1:{port}/metrics | "
-                        f"grep -Eq '^gept_{name}_last_success_timestamp_seconds [1-9]'", attempts=45, delay=2)
+    ok = wait_for(
+        host,
+        f"curl -fsS http://127.0.0.1:{port}/metrics | "
+        f"grep -Eq '^gept_{name}_last_success_timestamp_seconds [1-9]'",
+        attempts=45,
+        delay=2,
+    )
     assert ok.rc == 0, f"gept-collector-{name}: no successful cycle\n{journal}"
     metrics = host.run(f"curl -fsS http://127.0.0.1:{port}/metrics").stdout
     assert re.search(rf"^gept_{name}_rows_inserted_total [0-9.e+]+$", metrics, re.M)
 
 
 def test_fivemin_ledger_has_no_gap(host):
-    wait_for(host, "curl -fsS http://127.0.0.1:9202/metrics | grep -q '^gept_fivemin_missing_windows 0.0'",
-             attempts=60, delay=2)
-    gaps = psql(host, "SELECT count(*) FROM (SELECT window_start - lag(window_start) OVER "
-                      "(ORDER BY window_start) AS d FROM collection_windows WHERE series = '5m') s "
-                      "WHERE d <> interval '5 minutes'")
+    wait_for(
+        host,
+        "curl -fsS http://127.0.0.1:9202/metrics | grep -q '^gept_fivemin_missing_windows 0.0'",
+        attempts=60,
+        delay=2,
+    )
+    gaps = psql(
+        host,
+        "SELECT count(*) FROM (SELECT window_start - lag(window_start) OVER "
+        "(ORDER BY window_start) AS d FROM collection_windows WHERE series = '5m') s "
+        "WHERE d <> interval '5 minutes'",
+    )
     assert gaps == "0"
     assert int(psql(host, "SELECT count(*) FROM collection_windows WHERE series = '5m'")) >= 12
 
@@ -112,9 +140,11 @@ def test_dashboard_health_and_status(host):
 
 
 def test_sigterm_stops_a_collector_quickly(host):
-    out = host.run("systemctl restart gept-collector-latest && sleep 2 && s=$(date +%s%N) && "
-                   "systemctl stop gept-collector-latest && e=$(date +%s%N) && "
-                   "echo $(( (e - s) / 1000000 )) && systemctl start gept-collector-latest")
+    out = host.run(
+        "systemctl restart gept-collector-latest && sleep 2 && s=$(date +%s%N) && "
+        "systemctl stop gept-collector-latest && e=$(date +%s%N) && "
+        "echo $(( (e - s) / 1000000 )) && systemctl start gept-collector-latest"
+    )
     assert out.rc == 0, out.stderr
     assert int(out.stdout.strip().splitlines()[-1]) < 5000
     assert_running(host, "gept-collector-latest")
