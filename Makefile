@@ -40,7 +40,15 @@ unit: ## controller-side tests only (unit, PostgreSQL, PGlite, promtool, secret 
 molecule: ## molecule test for each scenario in SCENARIOS
 	@for s in $(SCENARIOS); do echo "=== molecule test -s $$s ==="; molecule test -s "$$s" || exit 1; done
 
-test: setup lint ## what CI runs: setup, lint, then one pytest session (controller tests, then Molecule scenarios)
+# Each stage's time is recorded (scripts/timed.sh) and printed as one table before pytest's
+# summary line, so the cost of every addition to CI is visible.
+STAGES_FILE := $(CURDIR)/.cache/ci-stages.tsv
+export GEPT_STAGES_FILE := $(STAGES_FILE)
+
+test: ## what CI runs: setup, lint, then one pytest session (controller tests, then Molecule scenarios)
+	@mkdir -p $(dir $(STAGES_FILE)) && : > $(STAGES_FILE)
+	@scripts/timed.sh setup $(MAKE) --no-print-directory setup
+	@scripts/timed.sh lint $(MAKE) --no-print-directory lint
 	GEPT_SCENARIOS="$(SCENARIOS)" pytest tests
 
 demo: setup ## boot the local demo host and run site.yml against it

@@ -1,9 +1,60 @@
 """Session-wide pytest settings for the controller test suite."""
 
+import os
+import time
+from pathlib import Path
+
 import pytest
+
+# Stage timings (printed when `make test` sets GEPT_STAGES_FILE): the stages before pytest
+# (setup, builds, lint) are recorded there by scripts/timed.sh; the session adds its own
+# (controller tests, each Molecule scenario).
+STAGES_FILE = os.environ.get("GEPT_STAGES_FILE", "")
+_stages: dict[str, float] = {}
+_clock = {"session": 0.0, "controller_end": 0.0}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Run the Molecule scenarios last: the fast controller tests fail first, and the
     suite's closing summary line covers everything."""
     items.sort(key=lambda item: item.get_closest_marker("molecule") is not None)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _clock["session"] = time.monotonic()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    is_scenario = item.get_closest_marker("molecule") is not None
+    if is_scenario and not _clock["controller_end"]:
+        _clock["controller_end"] = time.monotonic()
+    start = time.monotonic()
+    try:
+        return (yield)
+    finally:
+        if is_scenario:
+            scenario = getattr(item, "callspec", None)
+            name = scenario.params.get("scenario", item.name) if scenario else item.name
+            _stages[f"molecule {name}"] = time.monotonic() - start
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """One table of every stage's time, printed just before pytest's summary line."""
+    if not STAGES_FILE:
+        return
+    end = time.monotonic()
+    rows: list[tuple[str, float, str]] = []
+    stages_file = Path(STAGES_FILE)
+    if stages_file.is_file():
+        for line in stages_file.read_text().splitlines():
+            parts = line.split("\t")
+            if len(parts) == 3 and parts[1].isdigit():
+                rows.append((parts[0], float(parts[1]), parts[2]))
+    controller_end = _clock["controller_end"] or end
+    rows.append(("controller tests", controller_end - _clock["session"], ""))
+    rows.extend((name, secs, "") for name, secs in _stages.items())
+    terminalreporter.section("stage timings")
+    for name, secs, status in rows:
+        terminalreporter.write_line(f"{name:<44} {secs / 60:6.1f} min {status}")
+    terminalreporter.write_line(f"{'total':<44} {sum(r[1] for r in rows) / 60:6.1f} min")
