@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build (once) the Debian systemd base image the Molecule scenarios and the demo boot.
 # The image tag carries a hash of this recipe, so a changed recipe builds a new image and an
-# unchanged one is reused. Usage: scripts/build-base-image.sh [--print-tag]
+# unchanged one is reused. Usage: [GEPT_BASE_SUITE=bookworm] scripts/build-base-image.sh [--print-tag]
+# Each suite is also tagged gept-base:SUITE (the bookworm scenario boots gept-base:bookworm);
+# trixie, the default, is gept-base:latest too.
 set -euo pipefail
 
 SUITE="${GEPT_BASE_SUITE:-trixie}"
@@ -18,9 +20,14 @@ fi
 
 log() { printf '[base-image] %s\n' "$*"; }
 
+tag_aliases() {
+  docker tag "$IMAGE" "gept-base:${SUITE}"
+  if [[ "$SUITE" == trixie ]]; then docker tag "$IMAGE" "gept-base:latest"; fi
+}
+
 if docker image inspect "$IMAGE" >/dev/null 2>&1; then
   log "cached: $IMAGE"
-  docker tag "$IMAGE" "gept-base:latest"
+  tag_aliases
   exit 0
 fi
 
@@ -50,5 +57,5 @@ rm -rf "$rootfs"/var/cache/apt/archives/*.deb
 
 log "importing as $IMAGE"
 tar -C "$rootfs" -c . | docker import --change 'CMD ["/sbin/init"]' - "$IMAGE" >/dev/null
-docker tag "$IMAGE" "gept-base:latest"
+tag_aliases
 log "built $IMAGE"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -37,3 +39,11 @@ def require_tool(name: str) -> str:
             "(apt: prometheus, prometheus-alertmanager)"
         )
     return found
+
+
+def amtool_version() -> str:
+    """The controller's amtool version, X.Y.Z."""
+    out = subprocess.run([require_tool("amtool"), "--version"], capture_output=True, text=True, check=False)
+    match = re.search(r"version (\d+\.\d+\.\d+)", out.stdout + out.stderr)
+    assert match, out.stdout + out.stderr
+    return match.group(1)
