@@ -47,3 +47,27 @@ def test_epoch_and_revision_are_ignored():
 def test_garbage_version_is_an_error():
     with pytest.raises(ValueError, match="not a package version"):
         upstream_version("(none)")
+
+
+sys.path.insert(0, str(REPO / "roles" / "pgbouncer_exporter" / "filter_plugins"))
+from pgbouncer_exporter_flavour import pgbouncer_exporter_flavour  # noqa: E402
+
+# prometheus-pgbouncer-exporter as each release ships it: the Python exporter 1.7 up to
+# Debian 12 / Ubuntu 24.04, the Go exporter (epoch 1) from Debian 13.
+PGBOUNCER_EXPORTER = {
+    "ubuntu-22.04": ("1.7-1", "python"),
+    "debian-12": ("1.7-2.1", "python"),
+    "ubuntu-24.04": ("1.7-2.1", "python"),
+    "debian-13": ("1:0.10.2-2", "go"),
+}
+
+
+@pytest.mark.parametrize("release", sorted(PGBOUNCER_EXPORTER))
+def test_pgbouncer_exporter_flavour_per_release(release):
+    version, flavour = PGBOUNCER_EXPORTER[release]
+    assert pgbouncer_exporter_flavour(version) == flavour
+
+
+def test_pgbouncer_exporter_flavour_rejects_garbage():
+    with pytest.raises(ValueError, match="not a package version"):
+        pgbouncer_exporter_flavour("(none)")
