@@ -14,12 +14,12 @@ only in requests_total, which is why the error-ratio alert is computed from requ
 
 from __future__ import annotations
 
-import gzip
 import http.client
 import logging
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -62,7 +62,7 @@ class HttpClient:
         with self.shutdown.interruptible(), self._opener.open(request, timeout=timeout) as resp:
             body = resp.read()
             if resp.headers.get("Content-Encoding") == "gzip":
-                body = gzip.decompress(body)
+                body = zlib.decompress(body, wbits=31)  # gzip framing
         return body
 
     def fetch(self, url: str, parse: Callable[[bytes], T]) -> T:
