@@ -288,3 +288,33 @@ def test_rejected_backfill_window_leaves_a_counted_hole_filled_later(
 
 
 LEDGER_SQL = "SELECT extract(epoch FROM window_start)::bigint FROM collection_windows ORDER BY 1"
+
+
+# -- metric names are a contract with the alert rules and Grafana ----------------------------
+def test_every_collector_metric_the_rules_and_dashboards_name_is_exported() -> None:
+    root = COLLECTORS_DIR.parents[1]
+    texts = [p.read_text() for p in (root / "roles/prometheus/files/etc/prometheus/rules").glob("*.yml")]
+    texts += [p.read_text() for p in (root / "roles/grafana/files").rglob("*.json")]
+    flags = {
+        "latest": {"queued": True},
+        "playercount": {"queued": True},
+        "fivemin": {"windows": True},
+        "hourly": {"windows": True},
+        "news": {},
+        "items": {},
+    }
+    exported = set()
+    for name, kw in flags.items():
+        registry = CollectorRegistry()
+        CollectorMetrics(name, registry=registry, **kw)
+        for family in registry.collect():
+            suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}.get(
+                family.type, [""]
+            )
+            exported.update(family.name + s for s in suffixes)
+    exported.add("gept_items_rows_updated_total")  # the items collector's own counter
+    named = set(
+        re.findall(r"\bgept_(?:latest|fivemin|hourly|news|playercount|items)_[a-z_]+", "\n".join(texts))
+    )
+    assert named, "no collector metric found in the rules and dashboards"
+    assert named <= exported, f"named but not exported: {sorted(named - exported)}"
