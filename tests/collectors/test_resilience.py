@@ -318,3 +318,33 @@ def test_every_collector_metric_the_rules_and_dashboards_name_is_exported() -> N
     )
     assert named, "no collector metric found in the rules and dashboards"
     assert named <= exported, f"named but not exported: {sorted(named - exported)}"
+
+
+def test_direct_copy_falls_back_when_a_key_exists(pg: PgCluster, gept_db: str) -> None:
+    """A "fresh" batch is COPied straight in; if a key already exists the savepoint is rolled
+    back and the staging path inserts only the new rows, in the same transaction."""
+    settings = config.load(
+        "fivemin",
+        {
+            "GEPT_DB_PASSWORD": COLLECTOR_PASSWORD,
+            "GEPT_DB_PORT": str(pg.port),
+            "GEPT_DB_NAME": gept_db,
+            "GEPT_DB_SSLMODE": "disable",
+        },
+    )
+    database = Database(settings, CollectorMetrics("fivemin", registry=CollectorRegistry()), Shutdown())
+    when = utc(1_700_000_100)
+    cols = (
+        "item_id",
+        "timestamp",
+        "avg_high_price",
+        "high_price_volume",
+        "avg_low_price",
+        "low_price_volume",
+    )
+    rows = [(i, when, 10 + i, 1, None, 0) for i in range(1, 6)]
+    assert database.run(lambda cur: database.insert(cur, "price_data_5min", cols, rows[:2], fresh=True)) == 2
+    assert database.run(lambda cur: database.insert(cur, "price_data_5min", cols, rows, fresh=True)) == 3
+    assert query(pg, gept_db, "SELECT count(*), count(avg_low_price) FROM price_data_5min")[0] == (5, 0)
+    assert database.metrics.errors.labels("database")._value.get() == 0
+    database.close()

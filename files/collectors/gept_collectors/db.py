@@ -242,7 +242,7 @@ def insert_values(
     query = sql.SQL("INSERT INTO {table} ({cols}) VALUES %s ON CONFLICT DO NOTHING RETURNING 1").format(
         table=sql.Identifier(table), cols=sql.SQL(", ").join(map(sql.Identifier, columns))
     )
-    import psycopg2.extras  # noqa: PLC0415  (only this alternative needs it: ~1 MiB per process)
+    import psycopg2.extras  # noqa: PLC0415  (only this alternative needs it; not loaded otherwise)
 
     return len(psycopg2.extras.execute_values(cur, query.as_string(cur), rows, page_size=1000, fetch=True))
 
