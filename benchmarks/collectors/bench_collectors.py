@@ -8,7 +8,9 @@
    rows in one transaction): median and p90 over many windows, COPY staging vs execute_values.
 2. Bulk back-fill rows/s (window by window, as the collector does) and its ratio to one raw
    COPY of the same rows into an empty table.
-3. Resident memory of each collector (and the dashboard) after 10 cycles.
+3. Resident memory of each collector (and the dashboard) after 10 cycles: RSS (each process's
+   resident pages, shared libraries counted in every process) and PSS (shared pages divided
+   among the processes sharing them: the sum is what the seven take together).
 4. Seed 003's target, "1000 inserts/s with p99 < 50 ms", through PgBouncer (transaction
    pooling): an open-loop 1000/s schedule of single-row INSERT transactions from 4 threads;
    latency is measured from each insert's scheduled time (no coordinated omission).
@@ -103,9 +105,11 @@ def snapshots(count: int) -> list[bytes]:
 
 
 def bench_snapshot(
-    pg: PgCluster, bodies: list[bytes], method: str, port: int | None = None
+    pg: PgCluster, bodies: list[bytes], method: str, port: int | None = None, fresh: bool = True
 ) -> dict[str, Any]:
-    name = f"bench_snap_{method}_{'pool' if port else 'direct'}"
+    """`fresh`: as the window collector writes a window whose ledger row it just added (one
+    direct COPY under a savepoint); otherwise the COPY-staging + ON CONFLICT path."""
+    name = f"bench_snap_{method}_{'pool' if port else 'direct'}_{'fresh' if fresh else 'staged'}"
     setup_db(pg, name)
     database_ = database(pg, name, method, port)
     parse_t, total_t, items = [], [], []
@@ -116,7 +120,7 @@ def bench_snapshot(
 
         def write(cur: Any, start: int = start, rows: list = rows) -> int:
             db.record_window(cur, "5m", validate.utc(start), len(rows))
-            return database_.insert(cur, "price_data_5min", PRICE_COLUMNS, rows)
+            return database_.insert(cur, "price_data_5min", PRICE_COLUMNS, rows, fresh=fresh)
 
         inserted = database_.run(write)
         t2 = time.perf_counter()
@@ -127,7 +131,7 @@ def bench_snapshot(
         items.append(len(rows))
     database_.close()
     return {
-        "method": method,
+        "method": method + (" direct-COPY" if fresh and method == "copy" else ""),
         "via": "pgbouncer" if port else "direct",
         "windows": len(bodies),
         "items_median": statistics.median(items),
@@ -148,7 +152,7 @@ def bench_backfill(pg: PgCluster, bodies: list[bytes]) -> dict[str, Any]:
 
         def write(cur: Any, start: int = start, rows: list = rows) -> int:
             db.record_window(cur, "5m", validate.utc(start), len(rows))
-            return database_.insert(cur, "price_data_5min", PRICE_COLUMNS, rows)
+            return database_.insert(cur, "price_data_5min", PRICE_COLUMNS, rows, fresh=True)
 
         total += database_.run(write)
     backfill_s = time.perf_counter() - t0
@@ -170,12 +174,20 @@ def bench_backfill(pg: PgCluster, bodies: list[bytes]) -> dict[str, Any]:
     }
 
 
-def bench_memory(pg: PgCluster, tmp: Path) -> dict[str, float]:
+def pss_mib(pid: int) -> float:
+    """Proportional set size of a process, MiB (/proc/PID/smaps_rollup)."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def bench_memory(pg: PgCluster, tmp: Path) -> dict[str, tuple[float, float]]:
     name = "bench_memory"
     setup_db(pg, name)
     replay = start_replay(tmp, 1, 3)
     launcher = Launcher(pg, tmp)
-    out: dict[str, float] = {}
+    out: dict[str, tuple[float, float]] = {}
     try:
         procs = {}
         for collector in ("latest", "fivemin", "hourly", "news", "playercount", "items"):
@@ -191,7 +203,6 @@ def bench_memory(pg: PgCluster, tmp: Path) -> dict[str, float]:
         for collector, proc in procs.items():
             key = f"gept_{collector}_duration_seconds_count"
             wait_until(lambda p=proc, k=key: p.metric(k) >= 10, 120, what=f"{collector}: 10 cycles")
-            out[collector] = proc.metric("process_resident_memory_bytes") / 2**20
         dash = launcher.start(
             "dashboard",
             name,
@@ -205,7 +216,10 @@ def bench_memory(pg: PgCluster, tmp: Path) -> dict[str, float]:
         )
         for _ in range(10):
             wait_until(lambda: _get(f"http://127.0.0.1:{dash.metrics_port}/"), 15, what="dashboard page")
-        out["dashboard"] = dash.metric("process_resident_memory_bytes") / 2**20
+        # all seven measured together (PSS depends on who else shares the pages)
+        for name, proc in [*procs.items(), ("dashboard", dash)]:
+            rss = proc.metric("process_resident_memory_bytes") / 2**20
+            out[name] = (rss, pss_mib(proc.proc.pid))
     finally:
         launcher.stop_all()
         replay.stop()
@@ -344,31 +358,32 @@ def main() -> int:
         pg.init()
         pg.start()
         print(f"# PostgreSQL {pg.bin.parent.name}, throwaway cluster (fsync off), {os.cpu_count()} CPUs")
+        print("# load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
         bodies = snapshots(max(windows, backfill_windows))
         setup_db(pg, "bench_pool")
         bouncer = (
-            PgBouncer(pg, "bench_snap_copy_pool")
+            PgBouncer(pg, "bench_snap_copy_pool_fresh")
             if shutil.which("pgbouncer") or Path("/usr/sbin/pgbouncer").exists()
             else None
         )
 
         print("\n## 1. Full 5-minute snapshot parsed + committed (one transaction incl. ledger row)")
-        for method in ("copy", "values"):
-            r = bench_snapshot(pg, bodies[:windows], method)
+        for method, fresh in (("copy", True), ("copy", False), ("values", False)):
+            r = bench_snapshot(pg, bodies[:windows], method, fresh=fresh)
             print(
-                f"  {r['method']:6s} direct    items={r['items_median']:.0f}  parse "
+                f"  {r['method']:18s} direct    items={r['items_median']:.0f}  parse "
                 f"{r['parse_ms_median']:.1f} ms  parse+commit median {r['total_ms_median']:.1f} ms"
                 f"  p90 {r['total_ms_p90']:.1f} ms"
             )
         if bouncer:
-            setup_db(pg, "bench_snap_copy_pool")
             r = bench_snapshot(pg, bodies[:windows], "copy", bouncer.port)
             print(
-                f"  copy   pgbouncer items={r['items_median']:.0f}  parse {r['parse_ms_median']:.1f} ms"
-                f"  parse+commit median {r['total_ms_median']:.1f} ms  p90 {r['total_ms_p90']:.1f} ms"
+                f"  {r['method']:18s} pgbouncer items={r['items_median']:.0f}"
+                f"  parse {r['parse_ms_median']:.1f} ms  parse+commit median {r['total_ms_median']:.1f} ms"
+                f"  p90 {r['total_ms_p90']:.1f} ms"
             )
 
-        print("\n## 2. Bulk back-fill (window by window, COPY staging + ON CONFLICT) vs one raw COPY")
+        print("\n## 2. Bulk back-fill (window by window, as the collector writes them) vs one raw COPY")
         r = bench_backfill(pg, bodies[:backfill_windows])
         print(
             f"  {r['rows']} rows in {r['windows']} windows: back-fill "
@@ -376,11 +391,12 @@ def main() -> int:
             f" ratio {r['ratio_to_raw_copy']:.2f}"
         )
 
-        print("\n## 3. Resident memory after 10 cycles (MiB)")
+        print("\n## 3. Resident memory after 10 cycles (MiB): RSS and PSS")
         mem = bench_memory(pg, tmp)
-        for name, mib in mem.items():
-            print(f"  {name:12s} {mib:6.1f}")
-        print(f"  {'total':12s} {sum(mem.values()):6.1f}")
+        for name, (rss, pss) in mem.items():
+            print(f"  {name:12s} RSS {rss:6.1f}  PSS {pss:6.1f}")
+        total_rss, total_pss = (sum(v[i] for v in mem.values()) for i in (0, 1))
+        print(f"  {'total':12s} RSS {total_rss:6.1f}  PSS {total_pss:6.1f}")
 
         print("\n## 4. 1000 single-row inserts/s through PgBouncer (transaction pooling), open loop")
         if bouncer:
@@ -395,6 +411,7 @@ def main() -> int:
             )
         else:
             print("  skipped: pgbouncer not installed (scripts/setup-controller.sh installs it)")
+        print("\n# load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     finally:
         if bouncer:
             bouncer.stop()

@@ -1,34 +1,31 @@
 #!/usr/bin/env python3
 """gept-collector-playercount: the homepage's "There are currently N people playing!" every
-minute -> player_counts ("timestamp" = the collection minute, UTC)."""
+minute -> player_counts ("timestamp" = the collection minute, UTC). Fetched on schedule even
+while the database is away, and queued until it is back (gept_collectors.buckets)."""
 
 import sys
-import time
+from datetime import datetime
 
 from gept_collectors import validate
+from gept_collectors.buckets import BucketCollector
 from gept_collectors.config import DEFAULT_HOMEPAGE_URL
-from gept_collectors.runner import Collector, main
+from gept_collectors.runner import main
 
 
-class PlayerCountCollector(Collector):
+class PlayerCountCollector(BucketCollector):
     name = "playercount"
     default_interval = 60.0
 
-    def cycle(self) -> None:
-        bucket = self.settings.get_float("BUCKET_SECONDS", 60.0)
-        when = validate.utc(time.time() // bucket * bucket)
+    def fetch_bucket(self, when: datetime) -> int:  # noqa: ARG002  (the count is "now")
         url = self.settings.get_str("HOMEPAGE_URL", DEFAULT_HOMEPAGE_URL)
-        count = self.http.fetch(url, validate.player_count)
+        return self.http.fetch(url, validate.player_count)
 
-        def write(cur) -> int:  # noqa: ANN001
-            cur.execute(
-                'INSERT INTO player_counts ("timestamp", player_count) VALUES (%s, %s) '
-                "ON CONFLICT DO NOTHING",
-                (when, count),
-            )
-            return cur.rowcount
-
-        self.metrics.rows_inserted.inc(self.db.run(write))
+    def write_bucket(self, cur, when: datetime, count: int) -> int:  # noqa: ANN001
+        cur.execute(
+            'INSERT INTO player_counts ("timestamp", player_count) VALUES (%s, %s) ON CONFLICT DO NOTHING',
+            (when, count),
+        )
+        return cur.rowcount
 
 
 if __name__ == "__main__":

@@ -27,11 +27,14 @@ Data model (all a pure function of --seed and the wall clock, so answers are rep
 
 Faults (to exercise the collectors' error handling) are switched on at start with --fault,
 or at run time through the control API when --control is given:
-  POST   /_control/faults   body {"kind": K, "path": "/5m", "count": N, "delay": S}
+  POST   /_control/faults   body {"kind": K, "path": "/5m", "count": N, "delay": S, "skip": M}
   DELETE /_control/faults   clear every fault
   GET    /_control/stats    requests served per path, and the user agents seen
-K is one of: 429, 500, slow, truncated, null_prices, empty. "path" matches the end of the
-request path (any path if omitted); "count" is how many answers it affects (-1 = until cleared).
+K is one of: 429, 500, slow, truncated, null_prices, empty, stale. "path" matches the end of the
+request path (any path if omitted); "skip" lets the first M matching requests through untouched;
+"count" is how many answers it affects after that (-1 = until cleared). "slow" waits "delay"
+seconds; "stale" makes /5m and /1h answer as if their clock were "delay" seconds behind (the
+newest window stuck in the past; a newer ?timestamp answers empty).
 
 Generic user agents (python-requests, curl, Python-urllib, Wget, empty) get 403, like the real API.
 """
@@ -57,7 +60,7 @@ from xml.sax.saxutils import escape
 API_PREFIX = "/api/v1/osrs"
 RSS_TYPE = "application/rss+xml; charset=utf-8"
 BLOCKED_AGENTS = re.compile(r"^$|python-requests|curl/|python-urllib|wget|go-http-client|okhttp", re.I)
-FAULT_KINDS = ("429", "500", "slow", "truncated", "null_prices", "empty")
+FAULT_KINDS = ("429", "500", "slow", "truncated", "null_prices", "empty", "stale")
 TIMESTEPS = {"5m": 300, "1h": 3600, "6h": 21600, "24h": 86400}
 MASK64 = (1 << 64) - 1
 
@@ -353,11 +356,13 @@ class Faults:
         self._lock = threading.Lock()
         self._faults: list[dict[str, Any]] = []
 
-    def add(self, kind: str, path: str = "", count: int = -1, delay: float = 5.0) -> None:
+    def add(self, kind: str, path: str = "", count: int = -1, delay: float = 5.0, skip: int = 0) -> None:
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {', '.join(FAULT_KINDS)}")
         with self._lock:
-            self._faults.append({"kind": kind, "path": path, "count": int(count), "delay": float(delay)})
+            self._faults.append(
+                {"kind": kind, "path": path, "count": int(count), "delay": float(delay), "skip": int(skip)}
+            )
 
     def clear(self) -> None:
         with self._lock:
@@ -369,6 +374,9 @@ class Faults:
         with self._lock:
             for fault in self._faults:
                 if fault["count"] != 0 and path.endswith(fault["path"]):
+                    if fault["skip"] > 0:
+                        fault["skip"] -= 1
+                        continue
                     hits.append(dict(fault))
                     if fault["count"] > 0:
                         fault["count"] -= 1
@@ -463,6 +471,7 @@ class Handler(BaseHTTPRequestHandler):
                 str(spec.get("path", "")),
                 int(spec.get("count", -1)),
                 float(spec.get("delay", 5.0)),
+                int(spec.get("skip", 0)),
             )
         except (ValueError, KeyError, TypeError) as exc:
             self._json(400, {"error": str(exc)})
@@ -500,6 +509,7 @@ class Handler(BaseHTTPRequestHandler):
         faults = {f["kind"]: f for f in self.server.faults.take(path)}
         if "slow" in faults:
             time.sleep(faults["slow"]["delay"])
+        now = time.time() - (faults["stale"]["delay"] if "stale" in faults else 0.0)
         if "429" in faults:
             self._json(429, {"error": "Too many requests"}, headers={"Retry-After": "1"})
             return
@@ -510,7 +520,7 @@ class Handler(BaseHTTPRequestHandler):
             self._route(
                 path,
                 query,
-                now=time.time(),
+                now=now,
                 truncate="truncated" in faults,
                 null_prices="null_prices" in faults,
                 empty="empty" in faults,

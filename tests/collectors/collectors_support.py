@@ -231,8 +231,8 @@ class Replay:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
 
-    def fault(self, kind: str, path: str = "", count: int = -1, delay: float = 5.0) -> None:
-        body = json.dumps({"kind": kind, "path": path, "count": count, "delay": delay}).encode()
+    def fault(self, kind: str, path: str = "", count: int = -1, delay: float = 5.0, skip: int = 0) -> None:
+        body = json.dumps({"kind": kind, "path": path, "count": count, "delay": delay, "skip": skip}).encode()
         req = urllib.request.Request(self.base + "/_control/faults", data=body, method="POST")  # noqa: S310
         urllib.request.urlopen(req, timeout=5).close()  # noqa: S310
 

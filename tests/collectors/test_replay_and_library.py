@@ -89,11 +89,21 @@ def test_slow_answer_times_out(replay: Replay) -> None:
 
 
 def test_truncated_json_is_rejected_whole(replay: Replay) -> None:
-    replay.fault("truncated", "/5m", count=1)
+    """An invalid 200 is retried like a 5xx, a bounded number of times (GEPT_HTTP_RETRIES=2)."""
+    replay.fault("truncated", "/5m")
     http, m = client(replay)
     with pytest.raises(validate.ValidationError):
         http.fetch(http.url("5m"), lambda b: validate.window(b, replay.window_5m))
-    assert count(m, "invalid") == 1 and m.errors.labels("validation")._value.get() == 1
+    assert count(m, "invalid") == 3 and count(m, "200") == 0
+    assert m.errors.labels("validation")._value.get() == 1  # one failure reached the caller
+
+
+def test_truncated_json_once_is_healed_by_a_retry(replay: Replay) -> None:
+    replay.fault("truncated", "/5m", count=1)
+    http, m = client(replay)
+    _, rows = http.fetch(http.url("5m"), lambda b: validate.window(b, replay.window_5m))
+    assert rows and count(m, "invalid") == 1 and count(m, "200") == 1
+    assert m.errors.labels("validation")._value.get() == 0
 
 
 def test_null_prices_fault_validates(replay: Replay) -> None:

@@ -3,10 +3,15 @@
 * One transaction per batch (`with db.transaction() as cur:`): it commits whole or rolls back
   whole; no session state survives it (temporary tables are ON COMMIT DROP, settings are
   SET LOCAL), so any pooled server connection can serve the next one.
-* A lost connection is reopened with exponential back-off and jitter, waiting as long as it
-  takes (interruptible by SIGTERM): the loop and what it already fetched stay in memory.
+* A lost connection is reopened with "full jitter" back-off (backoff.full_jitter: each pause
+  uniform in [0, min(GEPT_DB_BACKOFF_MAX_SECONDS, 0.5 s * 2^n)], so the first retries are quick
+  and no pause exceeds the maximum), waiting as long as it takes (interruptible by SIGTERM):
+  the loop and what it already fetched stay in memory. The log line and the exception carry the
+  server's own error, not the secondary "connection already closed" of the rollback.
 * Bulk writes: COPY into a temporary table, then INSERT ... SELECT ... ON CONFLICT DO NOTHING;
-  the INSERT's row count is the number of rows actually inserted. `execute_values` is the
+  the INSERT's row count is the number of rows actually inserted. Rows that are almost surely
+  new (a window whose ledger row was just added) are COPied straight into the table under a
+  savepoint, falling back to the staging path if any key already exists. `execute_values` is the
   alternative (GEPT_DB_WRITE_METHOD=values); benchmarks/collectors compares the two.
 """
 
@@ -14,17 +19,17 @@ from __future__ import annotations
 
 import io
 import logging
-import random
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
-import psycopg2.extras
 from psycopg2 import sql
 
+from .backoff import full_jitter
 from .config import Settings
 from .metrics import CollectorMetrics
 from .shutdown import Shutdown
@@ -33,6 +38,13 @@ log = logging.getLogger(__name__)
 
 # Failures that mean "the server or the pooler went away": reconnect, then retry the batch.
 CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
+# The first reconnect pause is at most this long; each next one's ceiling doubles up to the max.
+RECONNECT_BASE_SECONDS = 0.5
+
+
+def describe(exc: BaseException) -> str:
+    """The server's (or libpq's) message of a database error, on one line."""
+    return " ".join(str(exc).split())[:300] or exc.__class__.__name__
 
 
 class DatabaseUnavailable(Exception):  # noqa: N818  (a state, reported to the loop)
@@ -77,11 +89,9 @@ class Database:
                     log.info("database connection restored after %d attempt(s)", attempt)
             except CONNECTION_ERRORS as exc:
                 self.metrics.errors.labels("database").inc()
-                delay = min(self.settings.db_backoff_max, 0.5 * 2**attempt) * random.uniform(0.5, 1.5)  # noqa: S311
+                delay = full_jitter(attempt, RECONNECT_BASE_SECONDS, self.settings.db_backoff_max)
                 attempt += 1
-                log.warning(
-                    "database unavailable (%s); retry %d in %.1fs", str(exc).strip()[:200], attempt, delay
-                )
+                log.warning("database unavailable (%s); retry %d in %.2fs", describe(exc), attempt, delay)
                 self.shutdown.wait(delay)
         return self._conn
 
@@ -96,16 +106,24 @@ class Database:
         conn = self.connect()
         self._stage = 0
         try:
-            with conn, conn.cursor() as cur:
+            with conn.cursor() as cur:
                 cur.execute("SET LOCAL statement_timeout = %s", (self.settings.db_statement_timeout_ms,))
                 yield cur
-        except CONNECTION_ERRORS as exc:
-            self.metrics.errors.labels("database").inc()
-            log.warning("database connection lost (%s); the batch rolled back", str(exc).strip()[:200])
-            self.close()
-            raise DatabaseUnavailable(str(exc)) from exc
-        except psycopg2.Error:
-            self.metrics.errors.labels("database").inc()
+            conn.commit()
+        except BaseException as exc:
+            # Roll back here rather than in `with conn`, whose rollback on a dead connection
+            # raises "connection already closed" and hides the server's own error.
+            try:
+                conn.rollback()
+            except CONNECTION_ERRORS:
+                pass  # the connection is gone: the server has rolled the transaction back itself
+            if isinstance(exc, CONNECTION_ERRORS):
+                self.metrics.errors.labels("database").inc()
+                log.warning("database connection lost (%s); the batch rolled back", describe(exc))
+                self.close()
+                raise DatabaseUnavailable(describe(exc)) from exc
+            if isinstance(exc, psycopg2.Error):
+                self.metrics.errors.labels("database").inc()
             raise
 
     def run(self, fn: Any, *args: Any) -> Any:
@@ -126,13 +144,24 @@ class Database:
         columns: Sequence[str],
         rows: Sequence[Sequence[Any]],
         method: str | None = None,
+        fresh: bool = False,
     ) -> int:
-        """Insert rows, skipping those whose key exists; return how many were inserted."""
+        """Insert rows, skipping those whose key exists; return how many were inserted.
+        `fresh`: the rows are almost surely new (try one direct COPY first)."""
         if not rows:
             return 0
         method = method or self.write_method
         if method == "values":
             return insert_values(cur, table, columns, rows)
+        if fresh:
+            cur.execute("SAVEPOINT gept_direct")
+            try:
+                copy_into(cur, table, columns, rows)
+            except psycopg2.errors.UniqueViolation:
+                cur.execute("ROLLBACK TO SAVEPOINT gept_direct")
+            else:
+                cur.execute("RELEASE SAVEPOINT gept_direct")
+                return len(rows)
         self._stage += 1
         return insert_copy(cur, table, columns, rows, stage=f"_gept_stage_{self._stage}")
 
@@ -150,10 +179,38 @@ def _copy_text(value: Any) -> str:
 
 
 def copy_buffer(rows: Iterable[Sequence[Any]]) -> io.StringIO:
-    buf = io.StringIO()
-    buf.writelines("\t".join(map(_copy_text, row)) + "\n" for row in rows)
-    buf.seek(0)
-    return buf
+    """Rows in COPY text format. Fast path for the common values (ints, None, a window's one
+    timestamp repeated on every row); anything else goes through _copy_text."""
+    stamps: dict[datetime, str] = {}
+    lines = []
+    for row in rows:
+        out = []
+        for value in row:
+            kind = type(value)
+            if kind is int:
+                out.append(str(value))
+            elif value is None:
+                out.append("\\N")
+            elif kind is datetime:
+                text = stamps.get(value)
+                if text is None:
+                    text = stamps[value] = value.isoformat()
+                out.append(text)
+            else:
+                out.append(_copy_text(value))
+        lines.append("\t".join(out))
+    lines.append("")
+    return io.StringIO("\n".join(lines))
+
+
+def copy_into(
+    cur: psycopg2.extensions.cursor, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """COPY rows straight into `table` (fails whole on any existing key)."""
+    copy = sql.SQL("COPY {table} ({cols}) FROM STDIN").format(
+        table=sql.Identifier(table), cols=sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    cur.copy_expert(copy, copy_buffer(rows))
 
 
 def insert_copy(
@@ -185,6 +242,8 @@ def insert_values(
     query = sql.SQL("INSERT INTO {table} ({cols}) VALUES %s ON CONFLICT DO NOTHING RETURNING 1").format(
         table=sql.Identifier(table), cols=sql.SQL(", ").join(map(sql.Identifier, columns))
     )
+    import psycopg2.extras  # noqa: PLC0415  (only this alternative needs it; not loaded otherwise)
+
     return len(psycopg2.extras.execute_values(cur, query.as_string(cur), rows, page_size=1000, fetch=True))
 
 

@@ -1,23 +1,29 @@
 """HTTP client: descriptive User-Agent, timeouts, retries with exponential back-off and jitter.
 
-Each request is counted once in gept_<c>_requests_total{status}: the HTTP status code as a
+Every attempt is counted once in gept_<c>_requests_total{status}: the HTTP status code as a
 string ("200", "429", "500", ...), "timeout", "error" (connection refused, reset, ...), or
-"invalid" (a 200 whose body failed parsing or validation). 429, 5xx, timeouts and connection
-errors are retried; other 4xx are not (asking again will not help).
+"invalid" (a 200 whose body failed parsing or validation). 429, 5xx, timeouts, connection
+errors and invalid 200s (usually a truncated body) are retried, up to GEPT_HTTP_RETRIES times;
+other 4xx are not (asking again will not help). Pauses: full jitter (backoff.full_jitter,
+never above GEPT_HTTP_BACKOFF_MAX_SECONDS), or the server's Retry-After when it asks for longer.
+
+gept_<c>_errors_total{kind="http"|"validation"} counts a request only once it has failed for
+good (out of retries, or not retryable): what the cycle saw. A fault that a retry healed shows
+only in requests_total, which is why the error-ratio alert is computed from requests_total.
 """
 
 from __future__ import annotations
 
-import gzip
 import http.client
 import logging
-import random
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from .backoff import full_jitter
 from .config import Settings
 from .metrics import CollectorMetrics
 from .shutdown import Shutdown
@@ -56,7 +62,7 @@ class HttpClient:
         with self.shutdown.interruptible(), self._opener.open(request, timeout=timeout) as resp:
             body = resp.read()
             if resp.headers.get("Content-Encoding") == "gzip":
-                body = gzip.decompress(body)
+                body = zlib.decompress(body, wbits=31)  # gzip framing
         return body
 
     def fetch(self, url: str, parse: Callable[[bytes], T]) -> T:
@@ -85,17 +91,23 @@ class HttpClient:
                     result = parse(body)
                 except ValidationError as exc:
                     self.metrics.requests.labels("invalid").inc()
-                    self.metrics.errors.labels("validation").inc()
                     log.warning("invalid answer from %s: %s; sample: %s", url, exc, sample(body))
-                    raise
+                    if attempt == retries:
+                        self.metrics.errors.labels("validation").inc()
+                        raise
+                    self._pause(url, "invalid", attempt, retries, 0.0)
+                    continue
                 self.metrics.requests.labels("200").inc()
                 return result
             self.metrics.requests.labels(status).inc()
             if not retryable or attempt == retries:
                 self.metrics.errors.labels("http").inc()
                 raise FetchError(f"GET {url}: {status} after {attempt + 1} attempt(s)")
-            delay = min(self.settings.http_backoff_max, self.settings.http_backoff_base * 2**attempt)
-            delay = max(retry_after, delay * random.uniform(0.5, 1.5))  # noqa: S311  (jitter, not crypto)
-            log.info("GET %s: %s, retry %d/%d in %.1fs", url, status, attempt + 1, retries, delay)
-            self.shutdown.wait(delay)
+            self._pause(url, status, attempt, retries, retry_after)
         raise AssertionError("unreachable")
+
+    def _pause(self, url: str, status: str, attempt: int, retries: int, retry_after: float) -> None:
+        s = self.settings
+        delay = max(retry_after, full_jitter(attempt, s.http_backoff_base, s.http_backoff_max))
+        log.info("GET %s: %s, retry %d/%d in %.2fs", url, status, attempt + 1, retries, delay)
+        self.shutdown.wait(delay)

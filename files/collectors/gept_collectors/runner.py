@@ -1,6 +1,12 @@
 """The collector loop shared by every collector: fetch -> validate -> write -> record metrics,
 once per interval, aligned to the wall clock (interval boundary + offset), until SIGTERM.
 
+A collector on a grid (`grid = True`: one value per time bucket, e.g. the 1-minute ones) waits
+for its first tick instead of starting at once, and schedules each tick from the previous one:
+a cycle that overruns its tick is followed at once by the next (late, but in its own bucket),
+so no bucket is skipped at start-up or after a slow cycle. Other collectors run their first
+cycle at start (the window collectors heal gaps then).
+
 A cycle that fails is logged and counted (by kind) and the loop goes on; it never exits on a
 transient failure, so systemd's Restart=on-failure is only for real crashes.
 """
@@ -32,22 +38,38 @@ def next_tick(now: float, interval: float, offset: float) -> float:
     return base + interval if base <= now else base
 
 
+class Stalled(Exception):  # noqa: N818  (a state, reported to the loop)
+    """A cycle that could store nothing new for longer than the collector's stall threshold."""
+
+
 class Collector(ABC):
     """Subclasses set `name` (and `windows` for gap-filled window series) and write cycle()."""
 
     name: str = ""
     windows: bool = False
+    queued: bool = False  # the bucket collectors' write queue (gept_collectors.buckets)
+    grid: bool = False
     default_interval: float = 60.0
     default_offset: float = 0.0
 
-    def __init__(self, settings: config.Settings | None = None) -> None:
+    def __init__(
+        self,
+        settings: config.Settings | None = None,
+        registry: metrics.prometheus_client.CollectorRegistry | None = None,
+    ) -> None:
         self.settings = settings or config.load(
             self.name, default_interval=self.default_interval, default_offset=self.default_offset
         )
         self.shutdown = Shutdown()
-        self.metrics = metrics.CollectorMetrics(self.name, windows=self.windows)
+        self.metrics = metrics.CollectorMetrics(
+            self.name,
+            windows=self.windows,
+            queued=self.queued,
+            registry=registry or metrics.prometheus_client.REGISTRY,
+        )
         self.http = HttpClient(self.settings, self.metrics, self.shutdown)
         self.db = Database(self.settings, self.metrics, self.shutdown)
+        self.tick = 0.0  # the scheduled start of the current cycle (unix time)
 
     @abstractmethod
     def cycle(self) -> None:
@@ -58,7 +80,7 @@ class Collector(ABC):
         started = time.monotonic()
         try:
             self.cycle()
-        except (FetchError, ValidationError, DatabaseUnavailable) as exc:
+        except (FetchError, ValidationError, DatabaseUnavailable, Stalled) as exc:
             log.warning("%s cycle failed: %s", self.name, exc)
             return False
         except StopRequested:
@@ -68,8 +90,29 @@ class Collector(ABC):
             return False
         finally:
             self.metrics.duration.observe(time.monotonic() - started)
-        self.metrics.last_success.set(time.time())
+        if not self.queued:  # a queued collector succeeds when its bucket is written
+            self.metrics.last_success.set(time.time())
         return True
+
+    def start(self) -> None:  # noqa: B027  (an optional hook)
+        """Called once before the first cycle (the bucket collectors start their writer)."""
+
+    def stop(self) -> None:  # noqa: B027  (an optional hook)
+        """Called once after the last cycle."""
+
+    def schedule(self, previous: float | None, now: float) -> float:
+        """When the next cycle is due (unix time); `previous` is the last cycle's tick."""
+        interval, offset = self.settings.interval, self.settings.offset
+        if not self.grid:
+            return now if previous is None else next_tick(now, interval, offset)
+        if previous is None:
+            return next_tick(now, interval, offset)
+        due = previous + interval
+        current = next_tick(now, interval, offset) - interval  # the newest tick not after now
+        if current > due:
+            log.warning("%s: %d tick(s) missed by a slow cycle", self.name, round((current - due) / interval))
+            due = current
+        return due
 
     def run(self) -> int:
         self.shutdown.install()
@@ -82,14 +125,19 @@ class Collector(ABC):
             self.settings.metrics_port,
             self.settings.api_base_url,
         )
+        tick = None
         try:
+            self.start()
             while True:
-                self.run_once()
                 now = time.time()
-                self.shutdown.wait(next_tick(now, self.settings.interval, self.settings.offset) - now)
+                tick = self.schedule(tick, now)
+                self.shutdown.wait(tick - now)
+                self.tick = tick
+                self.run_once()
         except StopRequested:
             log.info("%s collector stopped", self.name)
         finally:
+            self.stop()
             self.db.close()
         return 0
 

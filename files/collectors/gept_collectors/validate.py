@@ -73,11 +73,29 @@ def window(body: bytes, window_seconds: int, expect: int | None = None) -> tuple
         raise ValidationError(f"asked for window {expect}, got {start}")
     when = utc(start)
     rows: list[PriceRow] = []
+    append = rows.append
     for key, entry in doc["data"].items():
+        # Fast path: the documented shape exactly (ints, null prices); anything else goes
+        # through the checks below, which also word the error.
+        if type(entry) is dict and type(key) is str and key.isascii() and key.isdigit():
+            ah = entry.get("avgHighPrice")
+            hv = entry.get("highPriceVolume", 0)
+            al = entry.get("avgLowPrice")
+            lv = entry.get("lowPriceVolume", 0)
+            if (
+                (ah is None or (type(ah) is int and ah >= 1))
+                and (al is None or (type(al) is int and al >= 1))
+                and type(hv) is int
+                and hv >= 0
+                and type(lv) is int
+                and lv >= 0
+            ):
+                append((int(key), when, ah, hv, al, lv))
+                continue
         item = _item_id(key)
         if not isinstance(entry, dict):
             raise ValidationError(f"item {key}: expected an object")
-        rows.append(
+        append(
             (
                 item,
                 when,
