@@ -11,6 +11,7 @@
                GEPT_DASHBOARD_FRESHNESS_SECONDS, else 503 with the reason (text/plain).
   /metrics     Prometheus: gept_dashboard_requests_total{path,code} and process metrics.
   /static/refresh.js  the page's only script: swaps in a fresh <main> every refresh period.
+  /static/icon.svg    its icon.
 
 Every path is also served under GEPT_DASHBOARD_PATH_PREFIX (the web proxy's route); the page
 links relatively, so it works at / and behind a prefix alike.
@@ -54,7 +55,7 @@ from gept_collectors.runner import setup_logging
 log = logging.getLogger("gept.dashboard")
 prometheus_client.disable_created_metrics()
 REQUESTS = prometheus_client.Counter("gept_dashboard_requests", "Dashboard HTTP requests", ["path", "code"])
-PATHS = ("/", "/api/status", "/health", "/metrics", "/static/refresh.js")
+PATHS = ("/", "/api/status", "/health", "/metrics", "/static/refresh.js", "/static/icon.svg")
 RANGES = {"24h": 86400, "7d": 7 * 86400}
 
 # table -> (time column, age in seconds that is still "green"); amber up to 3x, red beyond.
@@ -800,6 +801,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, body, "application/json", path)
         elif path == "/static/refresh.js":
             self._send(200, dashboard_page.REFRESH_JS, "text/javascript; charset=utf-8", path)
+        elif path == "/static/icon.svg":
+            self._send(200, dashboard_page.ICON_SVG, "image/svg+xml", path)
         elif path == "/":
             page = dashboard_page.render(status.collect(range_name), self.server.refresh)
             headers = {

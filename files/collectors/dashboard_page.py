@@ -100,6 +100,11 @@ REFRESH_JS = """\
 })();
 """
 
+ICON_SVG = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">'
+    '<rect width="16" height="16" rx="3" fill="#3f9c57"/><rect x="3" y="7" width="10" height="2" fill="#fff"/></svg>'
+)
+
 _STYLE_HASH = base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
 CSP = (
     "default-src 'none'; "
@@ -591,6 +596,7 @@ def render(status: dict[str, Any], refresh: int) -> str:
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <noscript><meta http-equiv="refresh" content="{refresh}"></noscript>
 <title>GePT status</title>
+<link rel="icon" href="static/icon.svg" type="image/svg+xml">
 <style>{STYLE}</style>
 <script src="static/refresh.js" defer></script>
 </head><body data-refresh="{refresh}">
