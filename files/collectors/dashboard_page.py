@@ -102,7 +102,8 @@ REFRESH_JS = """\
 
 ICON_SVG = (
     '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">'
-    '<rect width="16" height="16" rx="3" fill="#3f9c57"/><rect x="3" y="7" width="10" height="2" fill="#fff"/></svg>'
+    '<rect width="16" height="16" rx="3" fill="#3f9c57"/>'
+    '<rect x="3" y="7" width="10" height="2" fill="#fff"/></svg>'
 )
 
 _STYLE_HASH = base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
@@ -291,7 +292,10 @@ def items_svg(ipw: dict[str, Any], now: float) -> str:
             f'data-start="{_utc(t, "%Y-%m-%dT%H:%M:%SZ")}">'
             f"<title>{_utc(t, '%H:%M UTC')}: {c} items</title></circle>"
         )
-    out.append(f'<text x="0" y="{h + 11}">24 h ago</text><text x="{GRID_W - 18}" y="{h + 11}">now</text>')
+    out.append(
+        f'<text x="0" y="{h + 11}">24 h ago</text>'
+        f'<text x="{GRID_W}" y="{h + 11}" text-anchor="end">now</text>'
+    )
     out.append("</svg>")
     return "".join(out)
 
@@ -319,7 +323,8 @@ def rows_svg(rpm: dict[str, Any]) -> str:
             f"{c} rows</title></rect>"
         )
     out.append(
-        f'<text x="0" y="{h + 11}">30 min ago</text><text x="{GRID_W - 40}" y="{h + 11}">last minute</text>'
+        f'<text x="0" y="{h + 11}">30 min ago</text>'
+        f'<text x="{GRID_W}" y="{h + 11}" text-anchor="end">last minute</text>'
     )
     out.append("</svg>")
     return "".join(out)
@@ -360,6 +365,7 @@ def filesystem_svg(fs: dict[str, Any]) -> str:
     w = GRID_W
     ax = w * fs["alert_percent"] / 100
     cx = w * fs["critical_percent"] / 100
+    anchor = "start" if ax < 40 else "end" if ax > w - 40 else "middle"
     return (
         f"<p>Data filesystem ({e(fs['measured_at'])}): <b>{pct:.0f} % used</b>, "
         f"{_size(fs['available_bytes'])} free of {_size(fs['total_bytes'])}; alert at "
@@ -371,7 +377,8 @@ def filesystem_svg(fs: dict[str, Any]) -> str:
         'height="14" rx="3"/>'
         f'<line class="fs-mark" x1="{ax:.1f}" x2="{ax:.1f}" y1="0" y2="18"/>'
         f'<line class="fs-mark" x1="{cx:.1f}" x2="{cx:.1f}" y1="0" y2="18"/>'
-        f'<text x="{ax - 22:.1f}" y="28">alert {fs["alert_percent"]:.0f}%</text>'
+        f'<text x="{min(max(ax, 2), w - 2):.1f}" y="28" text-anchor="{anchor}">'
+        f"alert {fs['alert_percent']:.0f}%</text>"
         "</svg>"
     )
 

@@ -32,7 +32,6 @@ from collectors_support import (
     free_port,
     wait_until,
 )
-from test_dashboard import get
 
 pytestmark = pytest.mark.postgres
 
@@ -309,7 +308,8 @@ def run_page_checks(
         assert got[("1h", iso(plan["stored1"]))][0] == "stored"
         # the owed count in words is the number of owed cells drawn
         owed = page.eval(
-            "Array.from(document.querySelectorAll('p[data-owed]')).map(p => [p.dataset.series, +p.dataset.owed])"
+            "Array.from(document.querySelectorAll('p[data-owed]'))"
+            ".map(p => [p.dataset.series, +p.dataset.owed])"
         )
         drawn = {
             s: sum(1 for (ss, _), v in got.items() if ss == s and v[0] in ("missing", "backfill"))
@@ -318,7 +318,8 @@ def run_page_checks(
         assert dict(owed) == drawn and drawn["1h"] == 2
         tiles = dict(
             page.eval(
-                "Array.from(document.querySelectorAll('[data-tile]')).map(t => [t.dataset.tile, t.dataset.level])"
+                "Array.from(document.querySelectorAll('[data-tile]'))"
+                ".map(t => [t.dataset.tile, t.dataset.level])"
             )
         )
         assert tiles == {
@@ -352,11 +353,11 @@ def run_page_checks(
         before = page.eval("document.querySelector('main').dataset.generated")
         am.stop()  # ...and Alertmanager going away only greys its panel
         swapped = page.eval(
-            """new Promise(done => { const t0 = Date.now(); (function poll() {
-                 const m = document.querySelector('main');
-                 if (m.dataset.generated !== %s && document.querySelector('[data-alerts=unavailable]')) done(true);
-                 else if (Date.now() - t0 > 20000) done(false); else setTimeout(poll, 200); })(); })"""
-            % json.dumps(before)
+            "new Promise(done => { const t0 = Date.now(); (function poll() {"
+            "  const m = document.querySelector('main');"
+            f"  if (m.dataset.generated !== {json.dumps(before)}"
+            "      && document.querySelector('[data-alerts=unavailable]')) done(true);"
+            "  else if (Date.now() - t0 > 20000) done(false); else setTimeout(poll, 200); })(); })"
         )
         assert swapped, "the page did not refresh in place"
         assert page.eval("document.body.dataset.mark") == "kept"
