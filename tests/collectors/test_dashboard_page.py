@@ -468,3 +468,26 @@ def test_queries_never_scan_a_price_table(pg: PgCluster, gept_db: str) -> None:
             f"{total:.1f} ms planning+execution on {rows:,} rows per price table "
             f"(load {os.getloadavg()[0]:.2f})"
         )
+
+
+def test_disk_marks_match_the_alert_rule() -> None:
+    """The filesystem bar's marks are the GeptDiskSpaceLow thresholds (one fact: the rule)."""
+    import re
+
+    import yaml
+
+    rules = yaml.safe_load(
+        (ROOT / "roles/prometheus/files/etc/prometheus/rules/gept-host.rules.yml").read_text()
+    )
+    free = sorted(
+        float(re.search(r"<\s*([0-9.]+)", r["expr"]).group(1))
+        for g in rules["groups"]
+        for r in g["rules"]
+        if r.get("alert") == "GeptDiskSpaceLow"
+    )
+    defaults = yaml.safe_load((ROOT / "roles/collectors/defaults/main.yml").read_text())
+    marks = [
+        defaults["collectors_dashboard_disk_critical_percent"],
+        defaults["collectors_dashboard_disk_alert_percent"],
+    ]
+    assert [round(100 * (1 - f)) for f in free] == marks
