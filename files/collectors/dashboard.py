@@ -805,11 +805,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, dashboard_page.ICON_SVG, "image/svg+xml", path)
         elif path == "/":
             page = dashboard_page.render(status.collect(range_name), self.server.refresh)
-            headers = {
-                "Content-Security-Policy": dashboard_page.CSP,
-                "Referrer-Policy": "same-origin",
-                "X-Frame-Options": "DENY",
-            }
+            # frame-ancestors in the policy stands for X-Frame-Options (nginx adds its own).
+            headers = {"Content-Security-Policy": dashboard_page.CSP, "Referrer-Policy": "same-origin"}
             self._send(200, page, "text/html; charset=utf-8", path, headers)
         else:
             self._send(404, "not found\n", "text/plain; charset=utf-8", path)
