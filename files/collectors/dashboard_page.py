@@ -42,8 +42,7 @@ section { background: #fff; border: 1px solid #e2e5e9; border-radius: .5rem; pad
 .stale-note { display: none; }
 body.stale .stale-note { display: block; }
 svg { display: block; width: 100%; height: auto; max-width: 42rem; }
-svg text { font: 9px system-ui, sans-serif; fill: #59636e; }
-@media (max-width: 40rem) { svg text { font-size: 11px; } }
+svg text { font: 10px system-ui, sans-serif; fill: #59636e; }
 .s-stored { fill: #3f9c57; } .s-stored.late { fill: #8fd19e; } .s-empty { fill: #9fb3c8; }
 .s-missing { fill: #d93b3b; } .s-backfill { fill: #f08c1a; } .s-pending { fill: #e6e9ed; }
 .s-untracked { fill: #f6f7f9; stroke: #e2e5e9; stroke-width: .5; }
@@ -130,7 +129,7 @@ LABELS = {
 }
 SERIES_NAMES = {"5m": "5-minute windows", "1h": "Hourly windows"}
 GRID_W = 360  # SVG units for the cells of one row
-LABEL_W = 50
+LABEL_W = 56
 
 
 def ago(seconds: float | None) -> str:
