@@ -139,6 +139,28 @@ def test_dashboard_health_and_status(host):
     assert host.socket("tcp://127.0.0.1:8080").is_listening
 
 
+def test_dashboard_panels_on_timescaledb(host):
+    """The TimescaleDB panels the controller (no TimescaleDB) cannot show: hypertables with
+    their chunks, the jobs view readable by the read-only role, and Alertmanager and the
+    backup metrics reached from inside the dashboard's sandbox."""
+    status = json.loads(host.run("curl -fsS http://127.0.0.1:8080/api/status").stdout)
+    storage = status["storage"]
+    assert "error" not in storage, storage
+    assert storage["edition"] in ("apache", "full") and storage["timescaledb"]
+    tables = {h["table"]: h for h in storage["hypertables"]}
+    for table in ("price_data_5min", "prices_1h", "prices_latest_1m", "player_counts"):
+        assert tables[table]["hypertable"] and tables[table]["chunks"] >= 0, tables[table]
+    assert tables["price_data_5min"]["chunks"] >= 1
+    assert "used_percent" in storage["filesystem"], storage["filesystem"]
+    jobs = status["safety"]["jobs"]
+    assert jobs["available"] and "error" not in jobs, jobs
+    assert status["safety"]["alerts"]["ok"], status["safety"]["alerts"]
+    five = next(s for s in status["coverage"]["series"] if s["series"] == "5m")
+    assert five["counts"].get("stored", 0) >= 1, five
+    headers = host.run("curl -fsS -D - -o /dev/null http://127.0.0.1:8080/").stdout
+    assert "Content-Security-Policy: default-src 'none'" in headers, headers
+
+
 def test_sigterm_stops_a_collector_quickly(host):
     out = host.run(
         "systemctl restart gept-collector-latest && sleep 2 && s=$(date +%s%N) && "
