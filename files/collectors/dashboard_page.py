@@ -483,6 +483,12 @@ def safety_section(safety: dict[str, Any]) -> str:
                 f'<span class="banner {level}">{e(al["alertname"])}</span> '
                 f"{e(al['severity'])}: {e(al['summary'])}</li>"
             )
+    if a["ok"] and a.get("heartbeat"):
+        names = ", ".join(sorted({h["alertname"] for h in a["heartbeat"]}))
+        items.append(
+            f"<li data-heartbeat><span class='banner green'>alerting pipeline</span> heartbeat "
+            f"{e(names)} firing, as it should</li>"
+        )
     return f"<section id=safety><h2>Safety</h2><ul class=plain>{''.join(items)}</ul></section>"
 
 
