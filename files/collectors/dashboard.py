@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import statistics
@@ -86,7 +87,10 @@ def colour(age: float | None, green: float) -> str:
 
 
 def _iso(epoch: float | None) -> str | None:
-    return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+    """ISO UTC text; None for no time or an infinite one (PostgreSQL's -infinity: "never")."""
+    if epoch is None or not math.isfinite(epoch):
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
 def _error(exc: BaseException) -> str:
@@ -340,6 +344,9 @@ class Status:
             except psycopg2.Error as exc:
                 log.warning("%s: %s", fn.__name__, _error(exc))
                 return {"error": _error(exc)}
+            except Exception as exc:  # noqa: BLE001  (one panel's fault must not take the page down)
+                log.exception("%s failed", fn.__name__)
+                return {"error": f"{type(exc).__name__}: {_error(exc)}"}
 
     def _timescale(self, cur: psycopg2.extensions.cursor) -> dict[str, Any]:
         rows = self._q(
@@ -524,13 +531,16 @@ class Status:
             },
         }
 
-    def _storage(self, cur: psycopg2.extensions.cursor, ts: dict[str, Any]) -> dict[str, Any]:
+    def _storage(
+        self, cur: psycopg2.extensions.cursor, ts: dict[str, Any], sizes: dict[str, int]
+    ) -> dict[str, Any]:
+        """Per price table: size (as the tables panel measured it: hypertable_size is slow, so
+        once), chunks, compression and retention policy."""
         out: dict[str, Any] = {"edition": ts["edition"], "timescaledb": ts["version"], "hypertables": []}
         if not ts["installed"]:
             for table in STORAGE_TABLES:
-                size = self._q(cur, "SELECT pg_total_relation_size(%s::regclass)", (table,))[0][0]
                 out["hypertables"].append(
-                    {"table": table, "hypertable": False, "bytes": int(size or 0), "retention": None}
+                    {"table": table, "hypertable": False, "bytes": sizes.get(table, 0), "retention": None}
                 )
             return out
         retention = dict(
@@ -551,16 +561,15 @@ class Status:
         }
         for table in STORAGE_TABLES:
             if table not in ts["hypertables"]:
-                size = self._q(cur, "SELECT pg_total_relation_size(%s::regclass)", (table,))[0][0]
                 out["hypertables"].append(
-                    {"table": table, "hypertable": False, "bytes": int(size or 0), "retention": None}
+                    {"table": table, "hypertable": False, "bytes": sizes.get(table, 0), "retention": None}
                 )
                 continue
             total, compressed, oldest = chunks.get(table, (0, 0, None))
             entry: dict[str, Any] = {
                 "table": table,
                 "hypertable": True,
-                "bytes": int(self._q(cur, "SELECT hypertable_size(%s::regclass)", (table,))[0][0] or 0),
+                "bytes": sizes.get(table, 0),
                 "chunks": int(total),
                 "compressed_chunks": int(compressed),
                 "uncompressed_chunks": int(total - compressed),
@@ -582,7 +591,9 @@ class Status:
         return out
 
     def _jobs(self, cur: psycopg2.extensions.cursor, ts: dict[str, Any]) -> dict[str, Any]:
-        """TimescaleDB background jobs whose last run failed (the newest first, at most 20)."""
+        """The policies' background jobs whose last run failed (the newest first, at most 20).
+        Job ids below 1000 are TimescaleDB's own housekeeping (left out, as by the exporter's
+        gept_timescaledb_job metrics: on the Apache edition one of them always fails)."""
         if not ts["installed"]:
             return {"available": False, "failed": []}
         rows = self._q(
@@ -591,7 +602,7 @@ class Status:
             "extract(epoch FROM s.last_run_started_at)::float8, "
             "extract(epoch FROM s.last_successful_finish)::float8, s.total_failures "
             "FROM timescaledb_information.jobs j JOIN timescaledb_information.job_stats s USING (job_id) "
-            "WHERE s.last_run_status = 'Failed' "
+            "WHERE j.job_id >= 1000 AND s.last_run_status = 'Failed' "
             "ORDER BY s.last_run_started_at DESC NULLS LAST LIMIT 20",
         )
         now = time.time()
@@ -602,7 +613,7 @@ class Status:
                 "hypertable": r[2],
                 "last_run_status": r[3],
                 "last_run_started_at": _iso(r[4]),
-                "last_run_age_seconds": None if r[4] is None else round(now - r[4], 1),
+                "last_run_age_seconds": None if _iso(r[4]) is None else round(now - r[4], 1),
                 "last_successful_finish": _iso(r[5]),
                 "total_failures": r[6],
             }
@@ -657,16 +668,17 @@ class Status:
             info["error"] = "unexpected answer (not a list of alerts)"
             return info
         info["ok"] = True
+        info["heartbeat"] = []
         for a in alerts[:50]:
             labels = a.get("labels", {}) if isinstance(a, dict) else {}
-            info["firing"].append(
-                {
-                    "alertname": str(labels.get("alertname", "?")),
-                    "severity": str(labels.get("severity", "none")),
-                    "summary": str(a.get("annotations", {}).get("summary", ""))[:300],
-                    "starts_at": a.get("startsAt"),
-                }
-            )
+            alert = {
+                "alertname": str(labels.get("alertname", "?")),
+                "severity": str(labels.get("severity", "none")),
+                "summary": str(a.get("annotations", {}).get("summary", ""))[:300],
+                "starts_at": a.get("startsAt"),
+            }
+            # severity "none" (Watchdog): a heartbeat that always fires while alerting works.
+            info["heartbeat" if alert["severity"] == "none" else "firing"].append(alert)
         info["firing"].sort(key=lambda x: (x["severity"] != "critical", x["alertname"]))
         return info
 
@@ -698,7 +710,8 @@ class Status:
                 flow = self._panel(self._flow)
                 status["items_per_window"] = flow.get("items_per_window", flow)
                 status["latest_rows_per_minute"] = flow.get("latest_rows_per_minute", flow)
-                status["storage"] = self._panel(self._storage, ts)
+                sizes = {t["table"]: t["bytes"] for t in status["tables"]}
+                status["storage"] = self._panel(self._storage, ts, sizes)
                 jobs = self._panel(self._jobs, ts)
             except psycopg2.Error as exc:
                 status["database"] = {"ok": False, "error": _error(exc)}

@@ -396,6 +396,9 @@ def storage_section(storage: dict[str, Any] | None) -> str:
         if storage["timescaledb"]
         else "TimescaleDB not installed: plain tables"
     )
+    # The Apache edition has no retention policies: its retention is a timer the database
+    # does not know about, so "none" would mislead; the oldest chunk shows what it keeps.
+    no_policy = "by timer, if set" if edition == "apache" else "none"
     rows = []
     for h in storage["hypertables"]:
         if h["hypertable"]:
@@ -407,7 +410,7 @@ def storage_section(storage: dict[str, Any] | None) -> str:
         rows.append(
             f'<tr data-table="{e(h["table"])}"><td>{e(h["table"])}</td><td class=num>{_size(h["bytes"])}</td>'
             f"<td class=num>{chunks}</td><td class=num>{ratio}</td>"
-            f"<td>{e(h['retention'] or 'none')}</td><td class=wide>{oldest}</td></tr>"
+            f"<td>{e(h['retention'] or no_policy)}</td><td class=wide>{oldest}</td></tr>"
         )
     return (
         f"<section id=storage><h2>Storage</h2><p class=muted>{note}</p><div class=scroll><table>"
@@ -483,6 +486,12 @@ def safety_section(safety: dict[str, Any]) -> str:
                 f'<span class="banner {level}">{e(al["alertname"])}</span> '
                 f"{e(al['severity'])}: {e(al['summary'])}</li>"
             )
+    if a["ok"] and a.get("heartbeat"):
+        names = ", ".join(sorted({h["alertname"] for h in a["heartbeat"]}))
+        items.append(
+            f"<li data-heartbeat><span class='banner green'>alerting pipeline</span> heartbeat "
+            f"{e(names)} firing, as it should</li>"
+        )
     return f"<section id=safety><h2>Safety</h2><ul class=plain>{''.join(items)}</ul></section>"
 
 

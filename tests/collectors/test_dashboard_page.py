@@ -212,6 +212,7 @@ def test_page_in_chromium(launch: Launcher, pg: PgCluster, gept_db: str, tmp_pat
     textfile = publish_backup_metrics(tmp_path, now)
     am = Alertmanager(tmp_path)
     am.fire("GeptDashboardProbe", "critical", "probe alert for the status page")
+    am.fire("Watchdog", "none", "Alerting pipeline heartbeat (always firing)")
     try:
         run_page_checks(launch, gept_db, plan, textfile, am, tmp_path)
     finally:
@@ -282,6 +283,7 @@ def run_page_checks(
     assert status["safety"]["drill"]["ok"] is False
     assert status["safety"]["backups"][0]["size_bytes"] == 1_500_000_000
     assert [a["alertname"] for a in status["safety"]["alerts"]["firing"]] == ["GeptDashboardProbe"]
+    assert [a["alertname"] for a in status["safety"]["alerts"]["heartbeat"]] == ["Watchdog"]
     assert status["storage"]["edition"] is None and status["safety"]["jobs"]["available"] is False
 
     url = base + "/status/"
@@ -343,6 +345,8 @@ def run_page_checks(
         assert abs(used - expect) < 1.0, (used, expect)
         assert page.eval("document.querySelector('[data-drill]').dataset.drill") == "failed"
         assert page.eval("!!document.querySelector('[data-alert=GeptDashboardProbe]')")
+        assert page.eval("!!document.querySelector('[data-heartbeat]')")
+        assert not page.eval("!!document.querySelector('[data-alert=Watchdog]')")
         # relative links resolve under the prefix
         links = page.eval("Array.from(document.querySelectorAll('a')).map(a => a.href)")
         assert f"{url}api/status" in links and f"{url}?range=7d" in links and f"{url}metrics" in links

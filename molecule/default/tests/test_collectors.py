@@ -141,8 +141,8 @@ def test_dashboard_health_and_status(host):
 
 def test_dashboard_panels_on_timescaledb(host):
     """The TimescaleDB panels the controller (no TimescaleDB) cannot show: hypertables with
-    their chunks, the jobs view readable by the read-only role, and Alertmanager and the
-    backup metrics reached from inside the dashboard's sandbox."""
+    their chunks, the jobs view readable by the read-only role, and the data filesystem and
+    Alertmanager (where deployed) reached from inside the dashboard's sandbox."""
     status = json.loads(host.run("curl -fsS http://127.0.0.1:8080/api/status").stdout)
     storage = status["storage"]
     assert "error" not in storage, storage
@@ -154,7 +154,11 @@ def test_dashboard_panels_on_timescaledb(host):
     assert "used_percent" in storage["filesystem"], storage["filesystem"]
     jobs = status["safety"]["jobs"]
     assert jobs["available"] and "error" not in jobs, jobs
-    assert status["safety"]["alerts"]["ok"], status["safety"]["alerts"]
+    alerts = status["safety"]["alerts"]
+    if host.socket("tcp://127.0.0.1:9093").is_listening:  # the whole site: Alertmanager is there
+        assert alerts["ok"], alerts
+    else:  # the collectors dev scenario has none: only that panel is grey
+        assert not alerts["ok"] and alerts["error"], alerts
     five = next(s for s in status["coverage"]["series"] if s["series"] == "5m")
     assert five["counts"].get("stored", 0) >= 1, five
     headers = host.run("curl -fsS -D - -o /dev/null http://127.0.0.1:8080/").stdout
