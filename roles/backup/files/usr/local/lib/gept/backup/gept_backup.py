@@ -390,7 +390,8 @@ def data_exclusions(cur, keep: list[str], tsdb: bool) -> list[str]:
               -- since; read whichever this version has.
               JOIN pg_class c ON c.oid = coalesce(
                        (to_jsonb(ch) ->> 'relid')::regclass,
-                       to_regclass(format('%%I.%%I', to_jsonb(ch) ->> 'schema_name', to_jsonb(ch) ->> 'table_name')))
+                       to_regclass(format('%%I.%%I', to_jsonb(ch) ->> 'schema_name',
+                                          to_jsonb(ch) ->> 'table_name')))
               JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE h.schema_name || '.' || h.table_name = ANY (%s)
                 OR h.id IN (SELECT compressed_hypertable_id FROM _timescaledb_catalog.hypertable
