@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything the controller needs to lint, test and run the demo, on a fresh
 # Debian machine: apt packages, the Docker engine, the Python venv, npm packages, the base
-# image and the demo vault. Idempotent; each step skips what is already there.
+# image, the TimescaleDB package and its stand-in apt repository, and the demo vault.
+# Idempotent; each step skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '[setup] %s\n' "$*"; }
@@ -20,6 +21,8 @@ APT_PACKAGES=(
   chromium
   # collectors: PgBouncer for the benchmark's "inserts through the pooler" figure
   pgbouncer
+  # database: the signed stand-in of Timescale's apt repository (index, signature)
+  apt-utils gpg
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -55,6 +58,12 @@ fi
 # --- Docker engine and the systemd base image ----------------------------------------
 scripts/ensure-docker.sh
 scripts/build-base-image.sh
+
+# --- TimescaleDB full edition for the test/demo hosts ------------------------------------
+# Built once per source/patch/PostgreSQL minor (cached in .cache/timescaledb), then served,
+# signed, as a stand-in for Timescale's apt repository on the Docker bridge address.
+scripts/timed.sh "build timescaledb-2.29.2 pg17" scripts/build-timescaledb.sh 2.29.2 17 trixie
+scripts/timescaledb-apt-repo.sh
 
 # --- Demo/test vault (random secrets, encrypted, git-ignored) ----------------------------
 scripts/demo-vault.sh
