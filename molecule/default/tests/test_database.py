@@ -250,8 +250,9 @@ def test_apache_edition_rollups_refresh(host):
 def test_invalid_settings_are_rejected_before_they_land(host):
     """The validate: checkers refuse what would leave a server (or PgBouncer) unable to start."""
     host.run("echo \"work_mem = '12kB'\" > /tmp/gept-bad.conf")
-    cluster = " ".join(
-        (f"/etc/postgresql/{PG_MAJOR}/main", f"/var/lib/postgresql/{PG_MAJOR}/main", f"/usr/lib/postgresql/{PG_MAJOR}/bin")
+    cluster = (
+        f"/etc/postgresql/{PG_MAJOR}/main /var/lib/postgresql/{PG_MAJOR}/main "
+        f"/usr/lib/postgresql/{PG_MAJOR}/bin"
     )
     checkconf = "/usr/local/lib/gept-timescaledb/pg-checkconf"
     bad = host.run(f"{checkconf} /tmp/gept-bad.conf 50-gept-tuning.conf {cluster}")
