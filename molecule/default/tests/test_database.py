@@ -8,6 +8,7 @@ Linked from molecule/timescaledb/tests (the area's dev scenario); the default sc
 it against the whole site.yml.
 """
 
+import itertools
 import json
 import shlex
 import sys
@@ -288,8 +289,11 @@ def test_full_edition_installed_from_the_timescale_repository(host):
     mangled = uri.split("://", 1)[1].replace("/", "_")
     assert host.file(f"/var/lib/apt/lists/{mangled}_dists_{suite}_InRelease").exists
     policy = host.run(f"apt-cache policy {TSDB_PKG}").stdout
-    installed_block = policy.split(f"*** {version}", 1)[1].split("\n     ", 1)[0]
-    assert uri in installed_block, policy
+    # The origins listed under the installed version ("*** VERSION") include the repository.
+    lines = policy.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.strip().startswith(f"*** {version} "))
+    origins = list(itertools.takewhile(lambda line: line.startswith(" " * 8), lines[at + 1 :]))
+    assert any(f"{uri} trixie/main" in line for line in origins), policy
     # The TSL part is there and loaded; the role detected the same.
     ext = q(host, "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")
     assert version.startswith(ext + "~"), (version, ext)

@@ -383,9 +383,16 @@ def data_exclusions(cur, keep: list[str], tsdb: bool) -> list[str]:
     if tsdb and keep:
         cur.execute(
             """
-            SELECT ch.schema_name || '.' || ch.table_name
+            SELECT n.nspname || '.' || c.relname
               FROM _timescaledb_catalog.chunk ch
               JOIN _timescaledb_catalog.hypertable h ON h.id = ch.hypertable_id
+              -- The catalog names a chunk by schema_name/table_name before 2.2x and by relid
+              -- since; read whichever this version has.
+              JOIN pg_class c ON c.oid = coalesce(
+                       (to_jsonb(ch) ->> 'relid')::regclass,
+                       to_regclass(format('%%I.%%I', to_jsonb(ch) ->> 'schema_name',
+                                          to_jsonb(ch) ->> 'table_name')))
+              JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE h.schema_name || '.' || h.table_name = ANY (%s)
                 OR h.id IN (SELECT compressed_hypertable_id FROM _timescaledb_catalog.hypertable
                              WHERE schema_name || '.' || table_name = ANY (%s))
