@@ -293,7 +293,7 @@ def test_full_edition_installed_from_the_timescale_repository(host):
     lines = policy.splitlines()
     at = next(i for i, line in enumerate(lines) if line.strip().startswith(f"*** {version} "))
     origins = list(itertools.takewhile(lambda line: line.startswith(" " * 8), lines[at + 1 :]))
-    assert any(f"{uri} trixie/main" in line for line in origins), policy
+    assert any(f"{uri} {suite}/main" in line for line in origins), policy
     # The TSL part is there and loaded; the role detected the same.
     ext = q(host, "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")
     assert version.startswith(ext + "~"), (version, ext)
