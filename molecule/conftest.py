@@ -2,7 +2,13 @@
 tests below molecule/). The pattern: when a service is not what a test expects, print its
 journal before failing, so a red CI run says why."""
 
+import os
+
 import pytest
+
+# The PostgreSQL major the scenario's host runs (gept_postgresql_version): 17 unless the
+# scenario's verifier env says otherwise (the bookworm scenario: 15).
+PG_MAJOR = os.environ.get("GEPT_PG_MAJOR", "17")
 
 
 def _journal(host, unit: str, lines: int = 60) -> str:

@@ -4,16 +4,17 @@
 #   scripts/build-timescaledb.sh [VERSION] [PG_MAJOR] [SUITE]      (default 2.29.2 17 trixie)
 # -> .cache/timescaledb/<version>-pg<major>-<suite>-<key>/timescaledb-2-postgresql-<major>_<version>~debian<N>_<arch>.deb
 #
-# The build runs in a throwaway container from gept-base:latest against the exact
+# The build runs in a throwaway container from gept-base:<SUITE> (scripts/build-base-image.sh;
+# the suite's own compiler and glibc, so a bookworm build also loads on trixie) against the exact
 # postgresql-server-dev-<major> the test host installs from the same sources now (a
 # TimescaleDB built against one minor's headers may not load on another: `undefined symbol`).
 # Patches in patches/timescaledb/ are applied in name order. The result is cached by a hash of
 # the source tarball, the patches, the PostgreSQL package version and the packaging recipe: a
 # second run only asks apt for the current minor and stops. Older builds of the same
 # version/major/suite are removed, so the stand-in repository carries one package per name.
-# SUITE other than the image's own (e.g. bookworm for PostgreSQL 15) adds that suite's
-# sources at apt priority 100, as Debian's own backports are pinned.
-# Environment: GEPT_VENDOR_DIR (default ../shared/vendor), GEPT_BUILD_IMAGE (gept-base:latest).
+# An image of another suite than SUITE (GEPT_BUILD_IMAGE) gets that suite's sources at apt
+# priority 100, as Debian's own backports are pinned.
+# Environment: GEPT_VENDOR_DIR (default ../shared/vendor), GEPT_BUILD_IMAGE (gept-base:<SUITE>).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '[timescaledb-build] %s\n' "$*"; }
@@ -23,7 +24,7 @@ VERSION=${1:-2.29.2}
 PG_MAJOR=${2:-17}
 SUITE=${3:-trixie}
 VENDOR_DIR=${GEPT_VENDOR_DIR:-../shared/vendor}
-IMAGE=${GEPT_BUILD_IMAGE:-gept-base:latest}
+IMAGE=${GEPT_BUILD_IMAGE:-gept-base:$SUITE}
 # Bump when the packaging below changes what ends up in the .deb.
 RECIPE=1
 
@@ -119,9 +120,11 @@ mkdir -p "$root/DEBIAN" "$root/usr/share/doc/$PKG"
 cp LICENSE "$root/usr/share/doc/$PKG/copyright"
 arch=$(dpkg --print-architecture)
 # Runtime dependencies: PostgreSQL of at least the minor built against, and the packages
-# owning the shared libraries the modules link (libc6, libssl...).
+# owning the shared libraries the modules link (libc6, libssl...). dpkg knows a library by
+# the path its package ships: /lib/... on bookworm (before the /usr merge), /usr/lib/... after.
 libdeps=$(find "$root" -name "*.so" -exec ldd {} + | awk "/=> \\//{print \$3}" | sort -u |
-  xargs -r -n1 readlink -f | xargs -r dpkg -S 2>/dev/null | cut -d: -f1 | sort -u | paste -sd, | sed "s/,/, /g")
+  while read -r lib; do dpkg -S "$lib" 2>/dev/null || dpkg -S "$(readlink -f "$lib")" 2>/dev/null; done |
+  cut -d: -f1 | sort -u | paste -sd, | sed "s/,/, /g")
 [ -n "$libdeps" ] || { echo "no library dependencies found for the modules"; exit 1; }
 size=$(du -sk "$root/usr" | cut -f1)
 cat > "$root/DEBIAN/control" <<CTL

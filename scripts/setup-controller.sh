@@ -57,12 +57,15 @@ fi
 
 # --- Docker engine and the systemd base image ----------------------------------------
 scripts/ensure-docker.sh
-scripts/build-base-image.sh
+scripts/timed.sh "base image trixie" scripts/build-base-image.sh
+# Debian 12: the bookworm scenario's host, and the build image of its TimescaleDB.
+scripts/timed.sh "base image bookworm" env GEPT_BASE_SUITE=bookworm scripts/build-base-image.sh
 
 # --- TimescaleDB full edition for the test/demo hosts ------------------------------------
 # Built once per source/patch/PostgreSQL minor (cached in .cache/timescaledb), then served,
 # signed, as a stand-in for Timescale's apt repository on the Docker bridge address.
 scripts/timed.sh "build timescaledb-2.29.2 pg17" scripts/build-timescaledb.sh 2.29.2 17 trixie
+scripts/timed.sh "build timescaledb-2.28.3 pg15" scripts/build-timescaledb.sh 2.28.3 15 bookworm
 scripts/timescaledb-apt-repo.sh
 
 # --- Demo/test vault (random secrets, encrypted, git-ignored) ----------------------------

@@ -15,6 +15,10 @@ def test_time_sync_unit_enabled(host):
     # One time daemon (they conflict): the one the host had, else systemd-timesyncd.
     installed = [name for name in TIME_DAEMONS if host.package(name).is_installed]
     assert len(installed) == 1, f"expected one time daemon, found {installed}"
+    # A scenario whose host had a time daemon before GePT (bookworm: chrony) says so here.
+    before = host.file("/var/lib/gept-test-preinstalled-time-daemon")
+    if before.exists:
+        assert installed == [before.content_string.strip()], "the host's own time daemon was replaced"
     svc = host.service(installed[0])
     assert svc.is_enabled
     # In a container the kernel clock is the host's; timesyncd's ConditionVirtualization

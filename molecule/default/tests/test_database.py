@@ -15,13 +15,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import assert_running, wait_for
+from conftest import PG_MAJOR, assert_running, wait_for
 
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "roles" / "timescaledb" / "filter_plugins"))
 import timescaledb_tune  # noqa: E402  (the very module the role's filter uses)
 
-PG_UNIT = "postgresql@17-main"
+PG_UNIT = f"postgresql@{PG_MAJOR}-main"
 DB = "gept"
 HYPERTABLES = {"price_data_5min", "prices_latest_1m", "prices_1h", "player_counts"}
 # An item id no real item has, so the tests' rows are theirs alone (and removed after).
@@ -102,7 +102,7 @@ def test_tuned_values_in_effect(host):
     memtotal_mb = int(host.run("awk '/^MemTotal:/ {print $2}' /proc/meminfo").stdout) // 1024
     cpus = int(host.run("grep -c ^processor /proc/cpuinfo").stdout)
     expected = timescaledb_tune.tune(memtotal_mb, cpus)
-    assert host.file("/etc/postgresql/17/main/conf.d/50-gept-tuning.conf").exists
+    assert host.file(f"/etc/postgresql/{PG_MAJOR}/main/conf.d/50-gept-tuning.conf").exists
     for name, value in expected.items():
         if name in MEMORY_SETTINGS:
             live = q(host, f"SELECT pg_size_bytes(current_setting('{name}'))")
@@ -116,7 +116,7 @@ def test_pg_hba_is_scram_or_peer_only(host):
     methods = set(q(host, "SELECT DISTINCT auth_method FROM pg_hba_file_rules").split())
     assert methods <= {"scram-sha-256", "peer"}, methods
     assert q(host, "SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL") == "0"
-    hba = host.file("/etc/postgresql/17/main/pg_hba.conf").content_string
+    hba = host.file(f"/etc/postgresql/{PG_MAJOR}/main/pg_hba.conf").content_string
     rules = [line.split() for line in hba.splitlines() if line.strip() and not line.startswith("#")]
     assert not [r for r in rules if r[-1] in ("trust", "md5", "password")]
     peer = [r for r in rules if r[-1] == "peer"]
@@ -251,15 +251,15 @@ def test_apache_edition_rollups_refresh(host):
 def test_invalid_settings_are_rejected_before_they_land(host):
     """The validate: checkers refuse what would leave a server (or PgBouncer) unable to start."""
     host.run("echo \"work_mem = '12kB'\" > /tmp/gept-bad.conf")
-    bad = host.run(
-        "/usr/local/lib/gept-timescaledb/pg-checkconf /tmp/gept-bad.conf 50-gept-tuning.conf "
-        "/etc/postgresql/17/main /var/lib/postgresql/17/main /usr/lib/postgresql/17/bin"
+    cluster = (
+        f"/etc/postgresql/{PG_MAJOR}/main /var/lib/postgresql/{PG_MAJOR}/main "
+        f"/usr/lib/postgresql/{PG_MAJOR}/bin"
     )
+    checkconf = "/usr/local/lib/gept-timescaledb/pg-checkconf"
+    bad = host.run(f"{checkconf} /tmp/gept-bad.conf 50-gept-tuning.conf {cluster}")
     assert bad.rc != 0 and "work_mem" in bad.stderr
-    good = host.run(
-        "/usr/local/lib/gept-timescaledb/pg-checkconf /etc/postgresql/17/main/conf.d/50-gept-tuning.conf "
-        "50-gept-tuning.conf /etc/postgresql/17/main /var/lib/postgresql/17/main /usr/lib/postgresql/17/bin"
-    )
+    tuning = f"/etc/postgresql/{PG_MAJOR}/main/conf.d/50-gept-tuning.conf"
+    good = host.run(f"{checkconf} {tuning} 50-gept-tuning.conf {cluster}")
     assert good.rc == 0, good.stderr
     host.run("printf '[pgbouncer]\\nno_such_setting = 1\\n' > /tmp/gept-bad.ini")
     assert host.run("/usr/local/lib/gept-pgbouncer/pgbouncer-checkconf /tmp/gept-bad.ini").rc != 0
@@ -269,7 +269,7 @@ def test_invalid_settings_are_rejected_before_they_land(host):
 
 # --- Full edition: installed like production, policies run by the job scheduler -------------
 
-TSDB_PKG = "timescaledb-2-postgresql-17"
+TSDB_PKG = f"timescaledb-2-postgresql-{PG_MAJOR}"
 
 
 def test_full_edition_installed_from_the_timescale_repository(host):
@@ -279,23 +279,25 @@ def test_full_edition_installed_from_the_timescale_repository(host):
     sources = host.file("/etc/apt/sources.list.d/timescaledb.sources").content_string
     fields = dict(line.split(": ", 1) for line in sources.splitlines() if ": " in line)
     uri = fields["URIs"].rstrip("/")
-    assert fields["Suites"] == "trixie" and fields["Signed-By"].startswith("/etc/apt/keyrings/"), sources
+    suite = host.system_info.codename
+    debian = host.run(". /etc/os-release && echo $VERSION_ID").stdout.strip()
+    assert fields["Suites"] == suite and fields["Signed-By"].startswith("/etc/apt/keyrings/"), sources
     assert host.file(fields["Signed-By"]).exists
     version, status = host.run(f"dpkg-query -W -f='${{Version}}|${{Status}}' {TSDB_PKG}").stdout.split("|")
-    assert status.endswith("ok installed") and version.endswith("~debian13"), (version, status)
+    assert status.endswith("ok installed") and version.endswith(f"~debian{debian}"), (version, status)
     # apt keeps a repository's index only once its signature verified (InRelease, Signed-By key).
     mangled = uri.split("://", 1)[1].replace("/", "_")
-    assert host.file(f"/var/lib/apt/lists/{mangled}_dists_trixie_InRelease").exists
+    assert host.file(f"/var/lib/apt/lists/{mangled}_dists_{suite}_InRelease").exists
     policy = host.run(f"apt-cache policy {TSDB_PKG}").stdout
     # The origins listed under the installed version ("*** VERSION") include the repository.
     lines = policy.splitlines()
     at = next(i for i, line in enumerate(lines) if line.strip().startswith(f"*** {version} "))
     origins = list(itertools.takewhile(lambda line: line.startswith(" " * 8), lines[at + 1 :]))
-    assert any(f"{uri} trixie/main" in line for line in origins), policy
+    assert any(f"{uri} {suite}/main" in line for line in origins), policy
     # The TSL part is there and loaded; the role detected the same.
     ext = q(host, "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")
     assert version.startswith(ext + "~"), (version, ext)
-    assert host.file(f"/usr/lib/postgresql/17/lib/timescaledb-tsl-{ext}.so").exists
+    assert host.file(f"/usr/lib/postgresql/{PG_MAJOR}/lib/timescaledb-tsl-{ext}.so").exists
     assert (
         json.loads(host.file("/etc/ansible/facts.d/timescaledb.fact").content_string)["compression"] is True
     )
@@ -304,8 +306,8 @@ def test_full_edition_installed_from_the_timescale_repository(host):
 def test_postgresql_held_at_the_minor_timescaledb_was_built_for(host):
     full_edition_only(host)
     depends = host.run(f"dpkg-query -W -f='${{Depends}}' {TSDB_PKG}").stdout
-    built_for = depends.split("postgresql-17 (>= ", 1)[1].split(")", 1)[0]
-    pg = host.run("dpkg-query -W -f='${Version}|${Status}' postgresql-17").stdout.split("|")
+    built_for = depends.split(f"postgresql-{PG_MAJOR} (>= ", 1)[1].split(")", 1)[0]
+    pg = host.run(f"dpkg-query -W -f='${{Version}}|${{Status}}' postgresql-{PG_MAJOR}").stdout.split("|")
     assert pg[0] == built_for, (pg, depends)
     assert pg[1].startswith("hold "), pg
 

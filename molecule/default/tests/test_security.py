@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import assert_running, wait_for
+from conftest import PG_MAJOR, assert_running, wait_for
 
 REPO = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY") or Path(__file__).resolve().parents[3])
 SCENARIO = os.environ.get("MOLECULE_SCENARIO_NAME", "default")
@@ -456,7 +456,7 @@ def test_ssh_hardening_follows_its_toggle(host, hostvars):
 # --- PostgreSQL least privilege ------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def database(host) -> None:
-    unit = "postgresql@17-main.service"
+    unit = f"postgresql@{PG_MAJOR}-main.service"
     if not host.service(unit).is_running:
         if WHOLE_SITE:
             assert_running(host, unit)

@@ -175,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=5432)
     parser.add_argument("--user", default=None)
     parser.add_argument("--dir", type=Path, help="migrations directory (migrate)")
-    args = parser.parse_args(argv)
+    # Options may sit between the command and the files: Python before 3.12 (Debian 12's 3.11)
+    # otherwise ends the files list at the first option.
+    args = parser.parse_intermixed_args(argv)
 
     conn = psycopg2.connect(dbname=args.dbname, host=args.host, port=args.port, user=args.user)
     result: dict[str, Any] = {"changed": False, "applied": [], "changes": []}
