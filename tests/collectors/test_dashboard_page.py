@@ -28,10 +28,9 @@ from collectors_support import (
     READONLY_PASSWORD,
     ROOT,
     Launcher,
-    PgCluster,
-    free_port,
-    wait_until,
 )
+from support.net import free_port, wait_until
+from support.pg import PgCluster
 
 pytestmark = pytest.mark.postgres
 
