@@ -194,6 +194,3 @@ def backup_metrics(cfg: Config, kind: str, ok: bool, last_success: float | None,
     if size is not None:
         m.add("gept_backup_size_bytes", size, "Size of the newest successful backup in bytes.", labels)
     m.write()
-
-
-# --- fingerprints: row counts and sample-window checksums --------------------------------------

@@ -129,7 +129,7 @@ def user_tables(cur, schemas: list[str]) -> list[str]:
     return [r[0] for r in cur.fetchall()]
 
 
-# --- logical dumps ---------------------------------------------------------------------------
+# --- catalog look-ups of the dump: which tables' data it keeps ------------------------------
 
 
 def resolve_tables(cur, names: list[str]) -> list[str]:

@@ -11,7 +11,6 @@ import time
 from typing import Any
 
 import psycopg2
-import psycopg2.extensions
 from backup_base import (
     LOG,
     BackupError,

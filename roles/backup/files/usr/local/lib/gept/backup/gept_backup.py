@@ -33,7 +33,6 @@ import sys
 from pathlib import Path
 
 import psycopg2
-import psycopg2.extensions
 from backup_base import LOG, BackupError, Config, exclusive
 from backup_drill import cmd_drill
 from backup_dump import cmd_dump, latest_dump, restore_dump_into
