@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "collectors"))
 sys.path.insert(0, str(ROOT / "files" / "collectors"))
 sys.path.insert(0, str(ROOT / "files" / "osrs_replay"))
@@ -42,16 +43,15 @@ from collectors_support import (  # noqa: E402
     COLLECTOR_PASSWORD,
     READONLY_PASSWORD,
     Launcher,
-    PgCluster,
-    free_port,
     start_replay,
-    wait_until,
 )
 from gept_collectors import config, db, validate  # noqa: E402
 from gept_collectors.metrics import CollectorMetrics  # noqa: E402
 from gept_collectors.shutdown import Shutdown  # noqa: E402
 from gept_collectors.windows import PRICE_COLUMNS  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
+from support.net import free_port, wait_until  # noqa: E402
+from support.pg import PgCluster  # noqa: E402
 
 MIGRATIONS = sorted((ROOT / "roles" / "timescaledb" / "files" / "migrations").glob("*.sql"))
 

@@ -23,42 +23,13 @@ from pathlib import Path
 import duckdb
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "legacy"))
-from conftest import PgCluster  # noqa: E402  (the tests' throwaway cluster)
+sys.path.insert(0, str(ROOT / "tests"))
+from support.pg import PgCluster  # noqa: E402  (the tests' throwaway cluster)
+from support.roles import duckdb_migration_tables  # noqa: E402
 
 SCRIPT = ROOT / "roles" / "duckdb_migration" / "files" / "gept-duckdb-migrate.py"
-DEFAULTS_TABLES = [
-    {
-        "name": "player_counts",
-        "source_table": "player_counts",
-        "target_table": "player_counts",
-        "columns": {"timestamp": '"timestamp"', "player_count": "player_count"},
-        "key": ["timestamp"],
-        "on_conflict": "update",
-        "sum_columns": ["player_count"],
-        "source_timezone": "UTC",
-    },
-    {
-        "name": "items",
-        "source_table": "items",
-        "target_table": "items",
-        "columns": {
-            "item_id": "id",
-            "name": "name",
-            "examine": "examine",
-            "members": "members",
-            "lowalch": "lowalch",
-            "highalch": "highalch",
-            "ge_limit": '"limit"',
-            "value": "value",
-            "icon": "icon",
-        },
-        "key": ["item_id"],
-        "on_conflict": "update",
-        "sum_columns": ["item_id", "lowalch", "highalch", "ge_limit", "value"],
-        "source_timezone": "UTC",
-    },
-]
+# The role's own table mappings (roles/duckdb_migration/defaults/main.yml); each run sets `file`.
+DEFAULTS_TABLES = list(duckdb_migration_tables().values())
 
 
 def make_files(tmp: Path, players: int, items: int) -> dict[str, Path]:
@@ -107,6 +78,7 @@ def main() -> None:
     args = parser.parse_args()
     pg = PgCluster()
     try:
+        pg.init()
         pg.start()
         pg.execute("postgres", "CREATE DATABASE bench", autocommit=True)
         for migration in sorted((ROOT / "roles" / "timescaledb" / "files" / "migrations").glob("*.sql")):

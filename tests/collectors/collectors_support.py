@@ -1,34 +1,31 @@
 """Helpers and fixtures for the collectors' tests (conftest.py imports the fixtures; the module
-has a name of its own so it never collides with another area's conftest): a throwaway
-PostgreSQL cluster with the real schema (roles/timescaledb/files/migrations/*.sql applied in
-order), the osrs_replay fake API, and
-collectors run as real processes with fast windows (a "5-minute" window of 1-2 s).
+has a name of its own so it never collides with another area's conftest): the shared
+throwaway cluster (tests/support/pg.py) with the real schema (roles/timescaledb/files/
+migrations/*.sql applied in order), the osrs_replay fake API, and collectors run as real
+processes with fast windows (a "5-minute" window of 1-2 s).
 
 Everything listens on 127.0.0.1 on free ports and is stopped by PID at the end.
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pytest
+from support.net import free_port, wait_until
+from support.pg import PgCluster
 
 ROOT = Path(__file__).resolve().parents[2]
 COLLECTORS_DIR = ROOT / "files" / "collectors"
@@ -38,130 +35,6 @@ ARTIFACTS = ROOT / "artifacts" / "collectors"
 USER_AGENT = "gept-collectors-tests/1.0 (+https://example.invalid/gept-infra)"
 COLLECTOR_PASSWORD = "collector-test-password"  # noqa: S105  (throwaway cluster)
 READONLY_PASSWORD = "readonly-test-password"  # noqa: S105
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.2, what: str = "") -> Any:
-    """Poll `predicate` until it returns a truthy value, at most `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate} (last: {last!r})")
-
-
-# -- PostgreSQL -------------------------------------------------------------------------
-def _pg_bin() -> Path:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(p.split("/")[4]))
-    if not found:
-        pytest.skip("PostgreSQL server binaries not installed (scripts/setup-controller.sh installs them)")
-    return Path(found[-1]).parent
-
-
-class PgCluster:
-    """A throwaway cluster in a temp directory, run as the postgres OS user when we are root."""
-
-    def __init__(self) -> None:
-        self.bin = _pg_bin()
-        self.dir = Path(tempfile.mkdtemp(prefix="gept-pg-"))
-        self.data = self.dir / "data"
-        self.port = free_port()
-        self.password = "postgres-test-password"  # noqa: S105
-        self._as_postgres = os.geteuid() == 0
-
-    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        cmd = [str(a) for a in args]
-        if self._as_postgres:
-            cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        return subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120)
-
-    def init(self) -> None:
-        if self._as_postgres:
-            shutil.chown(self.dir, "postgres", "postgres")
-        pwfile = self.dir / "pw"
-        pwfile.write_text(self.password + "\n")
-        if self._as_postgres:
-            shutil.chown(pwfile, "postgres", "postgres")
-        self._run(
-            self.bin / "initdb",
-            "-D",
-            self.data,
-            "-U",
-            "postgres",
-            "--pwfile",
-            pwfile,
-            "--auth-local=trust",
-            "--auth-host=scram-sha-256",
-            "-E",
-            "UTF8",
-            "--locale=C.UTF-8",
-        )
-        pwfile.unlink()
-
-    def start(self) -> None:
-        opts = (
-            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=60"
-        )
-        self._run(
-            self.bin / "pg_ctl",
-            "-D",
-            self.data,
-            "-o",
-            opts,
-            "-l",
-            self.dir / "log",
-            "-w",
-            "-t",
-            "60",
-            "start",
-        )
-
-    def pid(self) -> int | None:
-        pidfile = self.data / "postmaster.pid"
-        return int(pidfile.read_text().split()[0]) if pidfile.exists() else None
-
-    def stop(self) -> None:
-        """Fast shutdown by PID; returns once the postmaster has exited (bounded)."""
-        pid = self.pid()
-        if pid is None:
-            return
-        try:
-            os.kill(pid, signal.SIGINT)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.1)
-        os.kill(pid, signal.SIGKILL)
-
-    def connect(self, dbname: str = "postgres", user: str = "postgres", password: str | None = None) -> Any:
-        conn = psycopg2.connect(
-            host="127.0.0.1",
-            port=self.port,
-            dbname=dbname,
-            user=user,
-            password=password or self.password,
-            connect_timeout=5,
-        )
-        conn.autocommit = True
-        return conn
-
-    def cleanup(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

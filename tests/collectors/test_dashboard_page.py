@@ -28,10 +28,9 @@ from collectors_support import (
     READONLY_PASSWORD,
     ROOT,
     Launcher,
-    PgCluster,
-    free_port,
-    wait_until,
 )
+from support.net import free_port, wait_until
+from support.pg import PgCluster
 
 pytestmark = pytest.mark.postgres
 
@@ -113,12 +112,10 @@ def build_ledger(pg: PgCluster, db: str, now: float) -> dict[str, Any]:
 
 
 def load_backup_module() -> Any:
-    spec = importlib.util.spec_from_file_location("gept_backup", BACKUP_DIR / "gept_backup.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gept_backup"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    """The backup command's settings-and-metrics module (it sits beside gept_backup.py)."""
+    if str(BACKUP_DIR) not in sys.path:
+        sys.path.insert(0, str(BACKUP_DIR))
+    return importlib.import_module("backup_base")
 
 
 def publish_backup_metrics(tmp: Path, now: float) -> Path:

@@ -19,13 +19,13 @@ from collectors_support import (
     COLLECTOR_PASSWORD,
     COLLECTORS_DIR,
     Launcher,
-    PgCluster,
     Replay,
     query,
     start_replay,
-    wait_until,
 )
 from prometheus_client import CollectorRegistry
+from support.net import wait_until
+from support.pg import PgCluster
 
 sys.path.insert(0, str(COLLECTORS_DIR))
 import collector_fivemin  # noqa: E402

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from support.roles import duckdb_migration_tables
 
 duckdb = pytest.importorskip("duckdb")
 psycopg2 = pytest.importorskip("psycopg2")
@@ -76,40 +77,20 @@ def make_duckdb(tmp: Path, players: int = 500, items: int = 40) -> tuple[Path, P
 
 
 def config(tmp: Path, pc: Path, it: Path) -> Path:
+    """The role's own table mappings (roles/duckdb_migration/defaults/main.yml) with these
+    files. player_counts differs on purpose: the test's file names its columns ts/count (the
+    mapping is what adapts the script to a file), and PostgreSQL's row wins a conflict
+    (on_conflict nothing, the policy the conflict tests below prove)."""
+    tables = duckdb_migration_tables()
     cfg = {
         "tables": [
             {
-                "name": "player_counts",
+                **tables["player_counts"],
                 "file": str(pc),
-                "source_table": "player_counts",
-                "target_table": "player_counts",
                 "columns": {"timestamp": "ts", "player_count": "count"},
-                "key": ["timestamp"],
                 "on_conflict": "nothing",
-                "sum_columns": ["player_count"],
-                "source_timezone": "UTC",
             },
-            {
-                "name": "items",
-                "file": str(it),
-                "source_table": "items",
-                "target_table": "items",
-                "columns": {
-                    "item_id": "id",
-                    "name": "name",
-                    "examine": "examine",
-                    "members": "members",
-                    "lowalch": "lowalch",
-                    "highalch": "highalch",
-                    "ge_limit": '"limit"',
-                    "value": "value",
-                    "icon": "icon",
-                },
-                "key": ["item_id"],
-                "on_conflict": "update",
-                "sum_columns": ["item_id", "lowalch", "highalch", "ge_limit", "value"],
-                "source_timezone": "UTC",
-            },
+            {**tables["items"], "file": str(it)},
         ]
     }
     path = tmp / "migration.json"

@@ -7,22 +7,20 @@ free port, and is stopped by its PID.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 PGLITE_DIR = Path(__file__).resolve().parent
+# The shared test toolkit (tests/support); pytest has tests/ on the path, a benchmark may not.
+if str(PGLITE_DIR.parent) not in sys.path:
+    sys.path.insert(0, str(PGLITE_DIR.parent))
+from support.net import free_port  # noqa: E402
 
 
 class PGliteUnavailable(RuntimeError):
     """node or tests/pglite/node_modules is missing (run scripts/setup-controller.sh)."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(

@@ -1,4 +1,4 @@
-"""No plaintext secret in the repository (issue 8).
+"""No plaintext secret in the repository.
 
 Every file git tracks (or would track: untracked files that .gitignore does not exclude) is
 scanned for known secret formats (private keys, cloud and chat tokens, webhook URLs,

@@ -1,4 +1,4 @@
-"""The backup role (issue 6) on a converged host: dumps, pgBackRest, the restore drill and
+"""The backup role on a converged host: dumps, pgBackRest, the restore drill and
 playbooks/restore.yml, each proved by running it for real against the host's database."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Collectors area (issue 4): every collector unit and the dashboard active and hardened,
+"""Collectors area: every collector unit and the dashboard active and hardened,
 every metrics endpoint answering, rows arriving from the bundled OSRS API replay (the demo
 host's base URL), and the systemd-analyze security exposure of each unit printed."""
 

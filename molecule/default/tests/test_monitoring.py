@@ -1,4 +1,4 @@
-"""Monitoring (issue 5) on the converged host: services, configs, every scrape target up, no
+"""Monitoring on the converged host: services, configs, every scrape target up, no
 dead metrics (every metric a loaded rule or a dashboard panel uses exists in Prometheus), and
 end-to-end delivery (a real alert reaches a webhook receiver this test starts in the host).
 

@@ -1,4 +1,4 @@
-"""Security of the converged host (issue 8): firewall and exposure, the HTTPS entry, secrets
+"""Security of the converged host: firewall and exposure, the HTTPS entry, secrets
 on disk, SSH hardening, PostgreSQL least privilege and systemd sandboxing.
 
 The default scenario (all of site.yml) runs every test here. The `security` dev scenario
@@ -210,7 +210,7 @@ def test_listeners_are_loopback_only_except_the_published_ports(host, hostvars):
 
 
 def test_gept_services_listen_on_loopback(host):
-    """The services issue 8 names, where the whole site is deployed: present, and loopback only."""
+    """The internal services, where the whole site is deployed: present, and loopback only."""
     if not WHOLE_SITE:
         pytest.skip(f"scenario {SCENARIO}: database, monitoring and dashboard are not deployed here")
     expected = {
