@@ -207,7 +207,8 @@ def cmd_restore_pitr(cfg: Config, target_time: str, target: str, replace: bool) 
                         f"--host={cfg.drill_socket_dir}",
                         f"--port={cfg.drill_port}",
                         "--format=custom",
-                        "--compress=zstd:1",
+                        # The dump setting: METHOD:LEVEL needs pg_dump 16, 15 takes a level.
+                        f"--compress={cfg.dump_compress}",
                         f"--file={dump}",
                         cfg.db,
                     ],
