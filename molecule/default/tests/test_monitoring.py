@@ -188,14 +188,14 @@ def test_prometheus_config_and_rules_pass_promtool(host):
     assert out.rc == 0, out.stdout + out.stderr
 
 
-# Which *_file field carries each secret file (roles/alertmanager/filter_plugins).
-SECRET_FIELDS = {
-    "discord_webhook_url": "discord_webhook_url_file",
-    "slack_webhook_url": "slack_api_url_file",
-    "smtp_password": "smtp_auth_password_file",
-    "webhook_url": "webhook_url_file",
-    "watchdog_url": "webhook_url_file",
+# The *_file field that carries each secret file (roles/alertmanager/filter_plugins).
+SECRET_FILES_BY_FIELD = {
+    "discord_webhook_url_file": ("discord_webhook_url",),
+    "slack_api_url_file": ("slack_webhook_url",),
+    "smtp_auth_password_file": ("smtp_password",),
+    "webhook_url_file": ("webhook_url", "watchdog_url"),
 }
+FIELD_OF_SECRET_FILE = {name: field for field, names in SECRET_FILES_BY_FIELD.items() for name in names}
 
 
 def test_alertmanager_config_passes_amtool_and_holds_no_secret(host):
@@ -213,7 +213,7 @@ def test_alertmanager_config_passes_amtool_and_holds_no_secret(host):
         f = host.file(f"/etc/prometheus/alertmanager.d/{name}")
         assert (f.user, f.group, f.mode) == ("root", "prometheus", 0o640), name
         inline = f.content_string.strip() in conf.content_string
-        assert inline is not features[SECRET_FIELDS[name]], (name, features)
+        assert inline is not features[FIELD_OF_SECRET_FILE[name]], (name, features)
 
 
 def test_alertmanager_routes_by_severity(host):
