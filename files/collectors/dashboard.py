@@ -584,8 +584,10 @@ class Status:
                     "FROM hypertable_compression_stats(%s::regclass)",
                     (table,),
                 )[0]
-                entry["before_compression_bytes"] = int(before or 0)
-                entry["after_compression_bytes"] = int(after or 0)
+                # sum() of bigint is numeric: a Decimal, which JSON cannot carry.
+                before, after = int(before or 0), int(after or 0)
+                entry["before_compression_bytes"] = before
+                entry["after_compression_bytes"] = after
                 entry["compression_ratio"] = round(before / after, 1) if before and after else None
             out["hypertables"].append(entry)
         return out

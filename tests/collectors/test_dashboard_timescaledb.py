@@ -4,6 +4,7 @@ uncompressed chunks and the achieved ratio, the retention policy in force, the j
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from contextlib import closing
@@ -82,6 +83,8 @@ def test_storage_and_jobs_on_the_full_edition(pglite_port: int) -> None:
         if status._conn is not None:
             status._conn.close()
     assert result["database"]["ok"], result["database"]
+    # What /api/status serves: every value JSON can carry (sum() of bigint is a Decimal).
+    json.dumps(dashboard.public(result))
     storage = result["storage"]
     assert "error" not in storage, storage
     assert storage["edition"] == "full" and storage["timescaledb"]
