@@ -23,7 +23,10 @@ die() { printf '[timescaledb-build] ERROR: %s\n' "$*" >&2; exit 1; }
 VERSION=${1:-2.29.2}
 PG_MAJOR=${2:-17}
 SUITE=${3:-trixie}
+# The build machines keep the vendored sources in a shared folder beside the checkout; a
+# checkout elsewhere falls back to that folder's usual place.
 VENDOR_DIR=${GEPT_VENDOR_DIR:-../shared/vendor}
+[[ -n "${GEPT_VENDOR_DIR:-}" || -d "$VENDOR_DIR" || ! -d /work/shared/vendor ]] || VENDOR_DIR=/work/shared/vendor
 IMAGE=${GEPT_BUILD_IMAGE:-gept-base:$SUITE}
 # Bump when the packaging below changes what ends up in the .deb.
 RECIPE=1
