@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Compression ratio and rollup speed of the GePT schema on real PostgreSQL + TimescaleDB (full edition).
 
-Runs against a server given by --dsn (scripts/bench-timescaledb.sh starts a throwaway
-PostgreSQL 17 + TimescaleDB container and passes it), on realistic synthetic 5-minute data:
+Starts a throwaway PostgreSQL 17 + TimescaleDB container (tests/support/timescaledb.py: Debian's
+postgresql-17 and the timescaledb-2-postgresql-17 package scripts/build-timescaledb.sh built)
+and removes it at the end, or runs against a server given by --dsn. The data is realistic
+synthetic 5-minute data:
 per-item random-walk prices (log-uniform price levels 1 gp .. 10M gp, per-item volatility and
 spread), per-item trading probability (so rows are missing and one side is NULL as in the
 real /5m API), exponential volumes. The data starts on a 7-day chunk boundary.
@@ -14,7 +16,8 @@ before and after compressing every chunk, and prints the ratio. Then the role's 
 and continuous aggregates (rendered by the role's task file) get the same rows, and a
 24-hour per-item OHLC query is timed against raw rows and against each aggregate.
 
-    scripts/bench-timescaledb.sh [--items 4000] [--days 7] [--variants 0,2] [--no-ohlc]
+    .venv/bin/python benchmarks/timescaledb/compression_benchmark.py [--items 4000] [--days 7]
+        [--variants 0,2] [--no-ohlc] [--dsn "host=... dbname=... user=... password=..."]
 
 Prints Markdown tables (the figures in docs/benchmarks.md come from this).
 """
@@ -37,6 +40,17 @@ from typing import Any
 import psycopg2
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests"))
+from support import timescaledb  # noqa: E402
+
+# The benchmark server: memory for 5M-row loads and sorts; no durability (sizes and query
+# times do not depend on it); no background jobs while measuring.
+BENCH_SETTINGS = {
+    "shared_buffers": "2GB",
+    "work_mem": "64MB",
+    "maintenance_work_mem": "1GB",
+    "max_wal_size": "8GB",
+}
 
 _spec = importlib.util.spec_from_file_location("gept_db", REPO / "roles/timescaledb/files/gept_db.py")
 if _spec is None or _spec.loader is None:
@@ -121,6 +135,10 @@ VARIANTS: list[Variant] = [
     Variant(
         "dense: a row for every item x window (NULL prices, 0 volumes when nothing traded)", layout="dense"
     ),
+    Variant(
+        "batches of up to 32,767 rows instead of 1,000 (timescaledb.compression_batch_size_limit)",
+        settings={"timescaledb.compression_batch_size_limit": "32767"},
+    ),
 ]
 
 
@@ -151,6 +169,15 @@ def sizes(conn: Any, table: str) -> dict[str, int]:
         (table,),
     )[0]
     return {"heap": heap, "index": index, "toast": toast, "total": total}
+
+
+# Every traded value, so a compressed table can be compared with the generated rows (the dense
+# layout adds only NULL prices and 0 volumes, which leave these sums as they are).
+CHECKSUM = """
+    SELECT count(avg_high_price) + count(avg_low_price), sum(avg_high_price), sum(avg_low_price),
+           sum(high_price_volume), sum(low_price_volume),
+           sum(extract(epoch FROM "timestamp") * item_id) FILTER (WHERE avg_high_price IS NOT NULL)
+      FROM {table}"""
 
 
 def load_variant(conn: Any, v: Variant) -> dict[str, Any]:
@@ -202,12 +229,14 @@ def load_variant(conn: Any, v: Variant) -> dict[str, Any]:
     after = sizes(conn, "bench_v")
     rows = q(conn, "SELECT count(*) FROM bench_v")[0][0]
     chunks = q(conn, "SELECT count(*) FROM show_chunks('bench_v')")[0][0]
+    intact = q(conn, CHECKSUM.format(table="bench_v"))[0] == q(conn, CHECKSUM.format(table="bench_rows"))[0]
     return {
         "rows": rows,
         "chunks": chunks,
         "before": before,
         "after": after,
         "ratio": before["total"] / after["total"],
+        "intact": intact,
         "load_s": load_s,
         "compress_s": compress_s,
         "columns": column_bytes(conn),
@@ -352,7 +381,8 @@ def mb(n: int) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--dsn", required=True, help="libpq connection string of a server with TimescaleDB (TSL)"
+        "--dsn",
+        help="libpq connection string of a server with TimescaleDB (TSL); default: a throwaway container",
     )
     parser.add_argument("--items", type=int, default=4000)
     parser.add_argument("--days", type=int, default=7)
@@ -360,7 +390,24 @@ def main() -> int:
     parser.add_argument("--no-ohlc", action="store_true", help="skip the aggregate-vs-raw OHLC timing")
     args = parser.parse_args()
 
-    conn = psycopg2.connect(args.dsn)
+    if args.dsn:
+        return run(args, args.dsn)
+    name = os.environ.get("GEPT_BENCH_CONTAINER", f"gept-bench-timescaledb-{os.getpid()}")
+    print(f"Starting {name} (load average {loadavg()})", flush=True)
+    try:
+        server = timescaledb.start(name, BENCH_SETTINGS)
+    except timescaledb.Unavailable as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    try:
+        print(f"{server.version} ready in {server.started_s:.0f} s", flush=True)
+        return run(args, server.dsn())
+    finally:
+        timescaledb.stop(name)
+
+
+def run(args: argparse.Namespace, dsn: str) -> int:
+    conn = psycopg2.connect(dsn)
     conn.autocommit = True
     license_ = q(conn, "SELECT current_setting('timescaledb.license')")[0][0]
     if license_ != "timescale":
@@ -394,9 +441,9 @@ def main() -> int:
     chosen = VARIANTS if args.variants == "all" else [VARIANTS[int(i)] for i in args.variants.split(",")]
     print(
         "\n| # | variant | rows | chunks after | before MB (heap+index+toast) | after MB (heap+index+toast) "
-        "| ratio | load s | compress s |"
+        "| ratio | load s | compress s | data intact |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
     splits = []
     for v in chosen:
         r = load_variant(conn, v)
@@ -405,7 +452,7 @@ def main() -> int:
             f"| {VARIANTS.index(v)} | {v.name} | {r['rows']} | {r['chunks']} | {mb(b['total'])} "
             f"({mb(b['heap'])}+{mb(b['index'])}+{mb(b['toast'])}) | {mb(a['total'])} "
             f"({mb(a['heap'])}+{mb(a['index'])}+{mb(a['toast'])}) | **{r['ratio']:.1f}:1** | "
-            f"{r['load_s']:.0f} | {r['compress_s']:.0f} |",
+            f"{r['load_s']:.0f} | {r['compress_s']:.0f} | {r['intact']} |",
             flush=True,
         )
         splits.append((VARIANTS.index(v), r["columns"]))
