@@ -46,7 +46,8 @@ export DEBIAN_FRONTEND=noninteractive
 # Never start services from maintainer scripts (no init here; the cluster is started below).
 printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends "postgresql-$PG_MAJOR" "$DEB" >/dev/null
+apt-get install -y -qq --no-install-recommends -o Dpkg::Options::=--force-unsafe-io \
+    "postgresql-$PG_MAJOR" "$DEB" >/dev/null
 [ -d "/etc/postgresql/$PG_MAJOR/main" ] || pg_createcluster "$PG_MAJOR" main >/dev/null
 printf '%s\n' "$CONF" > "/etc/postgresql/$PG_MAJOR/main/conf.d/90-gept-test.conf"
 echo "host all all 0.0.0.0/0 scram-sha-256" >> "/etc/postgresql/$PG_MAJOR/main/pg_hba.conf"
@@ -125,8 +126,14 @@ class Server:
         return self.params(dbname)
 
 
-def start(name: str, settings: dict[str, str] | None = None, version: str = VERSION) -> Server:
-    """Start the container `name` and return the running server (raises Unavailable)."""
+def start(
+    name: str,
+    settings: dict[str, str] | None = None,
+    version: str = VERSION,
+    archive: str = "timescaledb-test",
+) -> Server:
+    """Start the container `name` and return the running server (raises Unavailable). The
+    downloaded Debian packages are kept in .cache/apt-archives/`archive` for the next start."""
     if shutil.which("docker") is None:
         raise Unavailable("docker not installed (scripts/setup-controller.sh installs it)")
     deb = package(version)
@@ -143,10 +150,13 @@ def start(name: str, settings: dict[str, str] | None = None, version: str = VERS
         **(settings or {}),
     }
     password = secrets.token_urlsafe(18)
+    archives = REPO / ".cache" / "apt-archives" / archive
+    archives.mkdir(parents=True, exist_ok=True)
     # The default (64 MB) /dev/shm is too small for parallel hash joins over big tables.
     _docker(
         "run", "-d", "--name", name, "--shm-size", "1g",
-        "-v", f"{deb.parent}:/srv/timescaledb:ro", IMAGE, "sleep", "infinity",
+        "-v", f"{deb.parent}:/srv/timescaledb:ro", "-v", f"{archives}:/var/cache/apt/archives:rw",
+        IMAGE, "sleep", "infinity",
     )  # fmt: skip
     try:
         _docker(

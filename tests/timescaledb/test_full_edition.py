@@ -11,6 +11,7 @@ the job scheduler runs them.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -79,10 +80,9 @@ def test_runner_applies_each_migration_once(conn, gept_db):
     )
 
 
-def gept_db_migrations():
-    from conftest import MIGRATIONS
-
-    return MIGRATIONS
+def gept_db_migrations() -> Path:
+    # Not imported from this directory's conftest: another area's conftest may hold that name.
+    return Path(__file__).resolve().parents[2] / "roles" / "timescaledb" / "files" / "migrations"
 
 
 def test_rendered_full_edition_sql_is_the_full_set(render_sql):
