@@ -470,13 +470,12 @@ def run(args: argparse.Namespace, dsn: str) -> int:
     for v in chosen:
         r = load_variant(conn, v, loaded)
         b, a = r["before"], r["after"]
+        load = f"{r['load_s']:.0f}" if r["load_s"] else "(same load)"
         print(
             f"| {VARIANTS.index(v)} | {v.name} | {r['rows']} | {r['chunks']} | {mb(b['total'])} "
             f"({mb(b['heap'])}+{mb(b['index'])}+{mb(b['toast'])}) | {mb(a['total'])} "
             f"({mb(a['heap'])}+{mb(a['index'])}+{mb(a['toast'])}) | **{r['ratio']:.1f}:1** | "
-            f"{r['load_s']:.0f} | {r['compress_s']:.0f} | {r['intact']} |".replace(
-                "| 0 |", "| (same load) |", 1
-            ),
+            f"{load} | {r['compress_s']:.0f} | {r['intact']} |",
             flush=True,
         )
         splits.append((VARIANTS.index(v), r["columns"]))
