@@ -411,7 +411,7 @@ def main() -> int:
     name = os.environ.get("GEPT_BENCH_CONTAINER", f"gept-bench-timescaledb-{os.getpid()}")
     print(f"Starting {name} (load average {loadavg()})", flush=True)
     try:
-        server = timescaledb.start(name, BENCH_SETTINGS, archive="timescaledb-bench")
+        server = timescaledb.start(name, BENCH_SETTINGS)
     except timescaledb.Unavailable as exc:
         print(exc, file=sys.stderr)
         return 1

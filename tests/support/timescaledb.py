@@ -126,14 +126,8 @@ class Server:
         return self.params(dbname)
 
 
-def start(
-    name: str,
-    settings: dict[str, str] | None = None,
-    version: str = VERSION,
-    archive: str = "timescaledb-test",
-) -> Server:
-    """Start the container `name` and return the running server (raises Unavailable). The
-    downloaded Debian packages are kept in .cache/apt-archives/`archive` for the next start."""
+def start(name: str, settings: dict[str, str] | None = None, version: str = VERSION) -> Server:
+    """Start the container `name` and return the running server (raises Unavailable)."""
     if shutil.which("docker") is None:
         raise Unavailable("docker not installed (scripts/setup-controller.sh installs it)")
     deb = package(version)
@@ -150,12 +144,10 @@ def start(
         **(settings or {}),
     }
     password = secrets.token_urlsafe(18)
-    archives = REPO / ".cache" / "apt-archives" / archive
-    archives.mkdir(parents=True, exist_ok=True)
     # The default (64 MB) /dev/shm is too small for parallel hash joins over big tables.
     _docker(
         "run", "-d", "--name", name, "--shm-size", "1g",
-        "-v", f"{deb.parent}:/srv/timescaledb:ro", "-v", f"{archives}:/var/cache/apt/archives:rw",
+        "-v", f"{deb.parent}:/srv/timescaledb:ro",
         IMAGE, "sleep", "infinity",
     )  # fmt: skip
     try:
