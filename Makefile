@@ -14,7 +14,7 @@ SCENARIOS ?= default legacy bookworm
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-setup: ## install controller prerequisites (apt, Docker engine, venv, npm, base image, demo vault)
+setup: ## install controller prerequisites (apt, Docker engine, venv, base image, TimescaleDB package, demo vault)
 	scripts/setup-controller.sh
 
 lint: lint-yaml lint-ansible lint-python syntax ## every linter, zero findings
@@ -34,7 +34,7 @@ syntax: ## syntax-check the root playbooks with the default (production) invento
 	ansible-playbook stop_legacy.yml --syntax-check
 	@for p in playbooks/*.yml; do ansible-playbook "$$p" --syntax-check >/dev/null || exit 1; done
 
-unit: ## controller-side tests only (unit, PostgreSQL, PGlite, promtool, secret scan)
+unit: ## controller-side tests only (unit, PostgreSQL, TimescaleDB full edition in a container, promtool, secret scan)
 	pytest tests -m "not molecule"
 
 molecule: ## molecule test for each scenario in SCENARIOS

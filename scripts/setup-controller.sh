@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the controller needs to lint, test and run the demo, on a fresh
-# Debian machine: apt packages, the Docker engine, the Python venv, npm packages, the base
-# image, the TimescaleDB package and its stand-in apt repository, and the demo vault.
+# Debian machine: apt packages, the Docker engine, the Python venv, the base image, the
+# TimescaleDB package and its stand-in apt repository, and the demo vault.
 # Idempotent; each step skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,12 +47,6 @@ if [[ ! -x .venv/bin/ansible-playbook ]] || ! cmp -s requirements.txt .venv/.req
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -r requirements.txt
   cp requirements.txt .venv/.requirements.txt
-fi
-
-# --- npm packages (the PGlite TimescaleDB engine for full-edition tests) ----------------
-if [[ -f tests/pglite/package.json ]] && [[ ! -d tests/pglite/node_modules ]]; then
-  log "npm ci (tests/pglite)"
-  (cd tests/pglite && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 # --- Docker engine and the systemd base image ----------------------------------------

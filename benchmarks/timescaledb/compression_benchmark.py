@@ -1,19 +1,25 @@
 #!/usr/bin/env python3
-"""Compression ratio and rollup speed of the GePT schema on the full TimescaleDB edition.
+"""Compression ratio and rollup speed of the GePT schema on real PostgreSQL + TimescaleDB (full edition).
 
-Runs against PGlite with TimescaleDB incl. TSL (tests/pglite), on realistic synthetic
-5-minute data: per-item random-walk prices (log-uniform price levels 1 gp .. 10M gp, per-item
-volatility and spread), per-item trading probability (so rows are missing and one side is NULL
-as in the real /5m API), exponential volumes. The data starts on a 7-day chunk boundary.
+Starts a throwaway PostgreSQL 17 + TimescaleDB container (tests/support/timescaledb.py: Debian's
+postgresql-17 and the timescaledb-2-postgresql-17 package scripts/build-timescaledb.sh built)
+and removes it at the end, or runs against a server given by --dsn. The data is realistic
+synthetic 5-minute data:
+per-item random-walk prices (log-uniform price levels 1 gp .. 10M gp, per-item volatility and
+spread), per-item trading probability (so rows are missing and one side is NULL as in the
+real /5m API), exponential volumes. The data starts on a 7-day chunk boundary.
 
-Each variant loads the same rows into a hypertable, measures hypertable_size() (heap + TOAST
-+ indexes, i.e. what the disk holds) before and after compressing every chunk, and prints
-the ratio. Then the role's own continuous aggregate (rendered by the role's task file) is
-refreshed and a 24-hour per-item OHLC query is timed against it and against raw rows.
+Each variant (chunk interval, segmentby, orderby, compress_chunk_time_interval, sparse
+indexes, row layout) loads the same rows into a hypertable with the role's indexes,
+measures hypertable_detailed_size() (heap + TOAST + every index, i.e. what the disk holds)
+before and after compressing every chunk, and prints the ratio. Then the role's own schema
+and continuous aggregates (rendered by the role's task file) get the same rows, and a
+24-hour per-item OHLC query is timed against raw rows and against each aggregate.
 
-    python benchmarks/timescaledb/compression_benchmark.py [--items 4000] [--days 7]
+    .venv/bin/python benchmarks/timescaledb/compression_benchmark.py [--items 4000] [--days 7]
+        [--variants 0,2] [--no-ohlc] [--dsn "host=... dbname=... user=... password=..."]
 
-Prints a Markdown table (the figures in docs/benchmarks.md come from this).
+Prints Markdown tables (the figures in docs/benchmarks.md come from this).
 """
 
 from __future__ import annotations
@@ -27,14 +33,24 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg2
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "pglite"))
-import pglite_server  # noqa: E402
+sys.path.insert(0, str(REPO / "tests"))
+from support import timescaledb  # noqa: E402
+
+# The benchmark server: memory for 5M-row loads and sorts; no durability (sizes and query
+# times do not depend on it); no background jobs while measuring.
+BENCH_SETTINGS = {
+    "shared_buffers": "2GB",
+    "work_mem": "64MB",
+    "maintenance_work_mem": "1GB",
+    "max_wal_size": "8GB",
+}
 
 _spec = importlib.util.spec_from_file_location("gept_db", REPO / "roles/timescaledb/files/gept_db.py")
 if _spec is None or _spec.loader is None:
@@ -80,25 +96,52 @@ SELECT item_id, ts AS "timestamp",
  WHERE r_present < p_trade;
 """
 
-# name -> (column types, chunk interval, orderby, row layout: "" = rows as the API gives them,
-# "dense" = every item x window, filled with NULL/0 where the API has no row)
-VARIANTS: dict[str, tuple[str, str, str, str]] = {
-    "role default: bigint, 7-day chunks, segmentby item_id, orderby timestamp DESC": (
-        "bigint",
-        "7 days",
-        '"timestamp" DESC',
-        "",
+
+@dataclass(frozen=True)
+class Variant:
+    """One way of storing and compressing the same rows."""
+
+    name: str
+    chunk: str = "7 days"
+    segmentby: str = "item_id"
+    orderby: str = '"timestamp" DESC'
+    # compress_chunk_time_interval: adjacent chunks merged into one compressed chunk
+    compress_interval: str | None = None
+    # timescaledb.compress_index (sparse indexes); None leaves TimescaleDB's automatic ones
+    sparse_index: str | None = None
+    # session settings while compressing, e.g. timescaledb.auto_sparse_indexes
+    settings: dict[str, str] = field(default_factory=dict)
+    # "" = rows as the API gives them; "dense" = every item x window (NULL/0 where no trade)
+    layout: str = ""
+
+
+ROLE = Variant("role default: 7-day chunks, segmentby item_id, orderby timestamp DESC")
+# Consecutive variants with the same chunk interval and layout share one load: the table is
+# decompressed and compressed again with the next settings (the "before" size is the load's).
+VARIANTS: list[Variant] = [
+    ROLE,
+    Variant("orderby timestamp ASC", orderby='"timestamp"'),
+    Variant(
+        "no segmentby, orderby item_id, timestamp DESC", segmentby="", orderby='item_id, "timestamp" DESC'
     ),
-    "orderby timestamp ASC": ("bigint", "7 days", '"timestamp"', ""),
-    "integer prices/volumes": ("integer", "7 days", '"timestamp" DESC', ""),
-    "1-day chunks": ("bigint", "1 day", '"timestamp" DESC', ""),
-    "dense: a row for every item x window (NULL prices, 0 volumes when nothing traded)": (
-        "bigint",
-        "7 days",
-        '"timestamp" DESC',
-        "dense",
+    Variant("no automatic sparse indexes", settings={"timescaledb.auto_sparse_indexes": "off"}),
+    Variant(
+        "bloom sparse indexes on both prices", sparse_index="bloom(avg_high_price), bloom(avg_low_price)"
     ),
-}
+    Variant(
+        "batches of up to 32,767 rows instead of 1,000 (timescaledb.compression_batch_size_limit)",
+        settings={"timescaledb.compression_batch_size_limit": "32767"},
+    ),
+    Variant("1-day chunks", chunk="1 day"),
+    Variant(
+        "1-day chunks merged into 7-day compressed chunks (compress_chunk_time_interval)",
+        chunk="1 day",
+        compress_interval="7 days",
+    ),
+    Variant(
+        "dense: a row for every item x window (NULL prices, 0 volumes when nothing traded)", layout="dense"
+    ),
+]
 
 
 DENSE_INSERT = """
@@ -120,46 +163,97 @@ def q(conn: Any, sql: str, params: Any = None) -> list[tuple]:
         return cur.fetchall() if cur.description else []
 
 
-def load_variant(conn: Any, name: str, types: str, chunk: str, orderby: str, layout: str) -> dict[str, Any]:
+def sizes(conn: Any, table: str) -> dict[str, int]:
+    """hypertable_detailed_size: heap, indexes, TOAST and their total, over every chunk."""
+    heap, index, toast, total = q(
+        conn,
+        "SELECT table_bytes, index_bytes, toast_bytes, total_bytes FROM hypertable_detailed_size(%s)",
+        (table,),
+    )[0]
+    return {"heap": heap, "index": index, "toast": toast, "total": total}
+
+
+# Every traded value, so a compressed table can be compared with the generated rows (the dense
+# layout adds only NULL prices and 0 volumes, which leave these sums as they are).
+CHECKSUM = """
+    SELECT count(avg_high_price) + count(avg_low_price), sum(avg_high_price), sum(avg_low_price),
+           sum(high_price_volume), sum(low_price_volume),
+           sum(extract(epoch FROM "timestamp") * item_id) FILTER (WHERE avg_high_price IS NOT NULL)
+      FROM {table}"""
+
+
+def load_table(conn: Any, v: Variant) -> tuple[float, dict[str, int]]:
+    """A fresh bench_v with v's chunk interval and layout, loaded; (seconds, sizes)."""
     q(conn, "DROP TABLE IF EXISTS bench_v")
+    # The role's schema of price_data_5min (migration 001): primary key + timestamp index.
     q(
         conn,
-        f"""
+        """
         CREATE TABLE bench_v (
             item_id integer NOT NULL, "timestamp" timestamptz NOT NULL,
-            avg_high_price {types}, high_price_volume {types} NOT NULL DEFAULT 0,
-            avg_low_price {types}, low_price_volume {types} NOT NULL DEFAULT 0,
+            avg_high_price bigint, high_price_volume bigint NOT NULL DEFAULT 0,
+            avg_low_price bigint, low_price_volume bigint NOT NULL DEFAULT 0,
             PRIMARY KEY (item_id, "timestamp"))""",
     )
     q(conn, 'CREATE INDEX ON bench_v ("timestamp" DESC)')
-    q(conn, "SELECT create_hypertable('bench_v', by_range('timestamp', %s::interval))", (chunk,))
-    if layout == "dense":
+    q(conn, "SELECT create_hypertable('bench_v', by_range('timestamp', %s::interval))", (v.chunk,))
+    t0 = time.perf_counter()
+    if v.layout == "dense":
         q(conn, DENSE_INSERT)
     else:
         q(conn, 'INSERT INTO bench_v SELECT * FROM bench_rows ORDER BY "timestamp", item_id')
     q(conn, "VACUUM ANALYZE bench_v")
-    before = q(conn, "SELECT hypertable_size('bench_v')")[0][0]
-    q(
-        conn,
-        f"ALTER TABLE bench_v SET (timescaledb.compress, timescaledb.compress_segmentby = 'item_id', "
-        f"timescaledb.compress_orderby = '{orderby}')",
-    )
+    return time.perf_counter() - t0, sizes(conn, "bench_v")
+
+
+def load_variant(conn: Any, v: Variant, loaded: dict[str, Any]) -> dict[str, Any]:
+    """Compress the rows with v's settings; `loaded` remembers the current table's load."""
+    if loaded.get("key") == (v.chunk, v.layout):
+        # Same rows, same chunks: back to uncompressed, settings cleared.
+        q(conn, "SELECT count(decompress_chunk(c, if_compressed => true)) FROM show_chunks('bench_v') c")
+        q(conn, "ALTER TABLE bench_v SET (timescaledb.compress = false)")
+        load_s, before = 0.0, loaded["before"]
+    else:
+        load_s, before = load_table(conn, v)
+        loaded.update(key=(v.chunk, v.layout), before=before)
+    options = ["timescaledb.compress", f"timescaledb.compress_orderby = '{v.orderby}'"]
+    if v.segmentby:
+        options.append(f"timescaledb.compress_segmentby = '{v.segmentby}'")
+    if v.compress_interval:
+        options.append(f"timescaledb.compress_chunk_time_interval = '{v.compress_interval}'")
+    if v.sparse_index:
+        options.append(f"timescaledb.compress_index = '{v.sparse_index}'")
+    q(conn, f"ALTER TABLE bench_v SET ({', '.join(options)})")
+    for name, setting in v.settings.items():
+        q(conn, "SELECT set_config(%s, %s, false)", (name, setting))
     t0 = time.perf_counter()
-    q(conn, "SELECT count(compress_chunk(c)) FROM show_chunks('bench_v') c")
-    seconds = time.perf_counter() - t0
-    after = q(conn, "SELECT hypertable_size('bench_v')")[0][0]
+    # In time order: with compress_chunk_time_interval a chunk is merged into the compressed
+    # chunk before it.
+    chunks = q(
+        conn,
+        "SELECT format('%I.%I', chunk_schema, chunk_name) FROM timescaledb_information.chunks "
+        "WHERE hypertable_name = 'bench_v' ORDER BY range_start",
+    )
+    for (chunk,) in chunks:
+        q(conn, "SELECT compress_chunk(%s::regclass)", (chunk,))
+    compress_s = time.perf_counter() - t0
+    for name in v.settings:
+        q(conn, f"RESET {name}")
+    q(conn, "VACUUM ANALYZE bench_v")
+    after = sizes(conn, "bench_v")
     rows = q(conn, "SELECT count(*) FROM bench_v")[0][0]
-    columns = column_bytes(conn)
     chunks = q(conn, "SELECT count(*) FROM show_chunks('bench_v')")[0][0]
+    intact = q(conn, CHECKSUM.format(table="bench_v"))[0] == q(conn, CHECKSUM.format(table="bench_rows"))[0]
     return {
-        "variant": name,
         "rows": rows,
         "chunks": chunks,
         "before": before,
         "after": after,
-        "ratio": before / after,
-        "seconds": seconds,
-        "columns": columns,
+        "ratio": before["total"] / after["total"],
+        "intact": intact,
+        "load_s": load_s,
+        "compress_s": compress_s,
+        "columns": column_bytes(conn),
     }
 
 
@@ -167,11 +261,19 @@ def column_bytes(conn: Any) -> dict[str, int]:
     """Bytes each column takes in bench_v's compressed chunks (where the compressed size goes)."""
     tables = q(
         conn,
-        "SELECT format('%I.%I', cc.schema_name, cc.table_name) FROM _timescaledb_catalog.chunk ch "
-        "JOIN _timescaledb_catalog.chunk cc ON cc.id = ch.compressed_chunk_id "
-        "JOIN _timescaledb_catalog.hypertable h ON h.id = ch.hypertable_id WHERE h.table_name = 'bench_v'",
+        "SELECT s.compress_relid::regclass::text FROM _timescaledb_catalog.compression_settings s "
+        "JOIN _timescaledb_catalog.chunk c ON c.relid = s.relid "
+        "JOIN _timescaledb_catalog.hypertable h ON h.id = c.hypertable_id "
+        "WHERE h.table_name = 'bench_v' AND s.compress_relid IS NOT NULL",
     )
-    cols = ["timestamp", "avg_high_price", "high_price_volume", "avg_low_price", "low_price_volume"]
+    cols = [
+        "item_id",
+        "timestamp",
+        "avg_high_price",
+        "high_price_volume",
+        "avg_low_price",
+        "low_price_volume",
+    ]
     total = dict.fromkeys(cols, 0)
     for (table,) in tables:
         sums = ", ".join(f'coalesce(sum(pg_column_size("{c}")), 0)' for c in cols)
@@ -181,6 +283,7 @@ def column_bytes(conn: Any) -> dict[str, int]:
 
 
 def render_role_sql(out: Path) -> dict[str, str]:
+    """The role's SQL for the full edition, rendered by its own task file (as the tests do)."""
     extra = out / "vars.json"
     extra.write_text(
         json.dumps(
@@ -217,8 +320,33 @@ def render_role_sql(out: Path) -> dict[str, str]:
     return {p.name: p.read_text() for p in out.glob("*.sql")}
 
 
-def ohlc_figures(conn: Any, start: str, days: int, runs: int = 5) -> dict[str, float]:
-    """Role schema + role SQL; time a 24-hour per-item OHLC query on raw rows vs the aggregate."""
+RAW_OHLC = """
+    SELECT item_id, first(avg_high_price, "timestamp"), max(avg_high_price), min(avg_low_price),
+           last(avg_low_price, "timestamp"), sum(high_price_volume), sum(low_price_volume), count(*)
+      FROM price_data_5min
+     WHERE "timestamp" >= %(end)s::timestamptz - interval '24 hours' AND "timestamp" < %(end)s::timestamptz
+     GROUP BY item_id ORDER BY item_id"""
+AGG_OHLC = """
+    SELECT item_id, first(open_high_price, bucket), max(max_high_price), min(min_low_price),
+           last(close_low_price, bucket), sum(high_price_volume), sum(low_price_volume), sum(sample_count)
+      FROM VIEW
+     WHERE bucket >= %(end)s::timestamptz - interval '24 hours' AND bucket < %(end)s::timestamptz
+     GROUP BY item_id ORDER BY item_id"""
+
+
+def timed(conn: Any, sql: str, params: dict[str, Any], runs: int) -> tuple[float, list[tuple]]:
+    """Median wall time (client side, rows fetched) of `runs` runs after one warm-up run."""
+    result = q(conn, sql, params)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        result = q(conn, sql, params)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), result
+
+
+def ohlc_figures(conn: Any, end: str, runs: int = 7) -> list[tuple[str, float, int, bool]]:
+    """Role schema + role SQL; 24-hour per-item OHLC on raw rows vs the aggregates."""
     q(conn, "DROP TABLE IF EXISTS bench_v")
     conn.autocommit = False
     gept_db.migrate(conn, REPO / "roles/timescaledb/files/migrations")
@@ -227,92 +355,147 @@ def ohlc_figures(conn: Any, start: str, days: int, runs: int = 5) -> dict[str, f
         sql = render_role_sql(Path(tmp))
     for name in ("10-hypertables.sql", "40-aggregates.sql"):
         gept_db.apply_sql(conn, sql[name])
-    q(conn, "INSERT INTO price_data_5min SELECT * FROM bench_rows")
-    q(conn, "CALL refresh_continuous_aggregate('price_data_hourly', NULL, NULL)")
+    q(conn, 'INSERT INTO price_data_5min SELECT * FROM bench_rows ORDER BY "timestamp", item_id')
     q(conn, "VACUUM ANALYZE price_data_5min")
-    params = {"end": start, "days": days}
-    day_end = "(%(end)s::timestamptz + make_interval(days => %(days)s))"
-    raw_sql = """
-        SELECT item_id, first(avg_high_price, "timestamp"), max(avg_high_price),
-               min(avg_high_price), last(avg_high_price, "timestamp"), sum(high_price_volume)
-          FROM price_data_5min
-         WHERE "timestamp" >= DAY_END - interval '24 hours' AND "timestamp" < DAY_END
-         GROUP BY item_id""".replace("DAY_END", day_end)
-    agg_sql = """
-        SELECT item_id, first(open_high_price, bucket), max(max_high_price),
-               min(min_high_price), last(close_high_price, bucket), sum(high_price_volume)
-          FROM price_data_hourly
-         WHERE bucket >= DAY_END - interval '24 hours' AND bucket < DAY_END
-         GROUP BY item_id""".replace("DAY_END", day_end)
-    out: dict[str, float] = {}
-    for label, sql_text in (("raw", raw_sql), ("aggregate", agg_sql)):
-        times = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            result = q(conn, sql_text, params)
-            times.append(time.perf_counter() - t0)
-        out[label] = statistics.median(times)
-        out[f"{label}_rows"] = len(result)
-    a = sorted(q(conn, raw_sql, params))
-    b = sorted(q(conn, agg_sql, params))
-    out["same_ohlc"] = float(all(x[:5] == y[:5] for x, y in zip(a, b, strict=True)))
+    for view in ("price_data_hourly", "price_data_daily"):
+        q(conn, f"CALL refresh_continuous_aggregate('{view}', NULL, NULL)")
+        q(conn, f"ANALYZE {view}")
+    params = {"end": end}
+    raw_s, raw = timed(conn, RAW_OHLC, params, runs)
+    out = [("raw rows (price_data_5min, uncompressed)", raw_s, len(raw), True)]
+    for view in ("price_data_hourly", "price_data_daily"):
+        s, agg = timed(conn, AGG_OHLC.replace("VIEW", view), params, runs)
+        out.append((f"continuous aggregate {view}", s, len(agg), agg == raw))
+    q(
+        conn,
+        "ALTER TABLE price_data_5min SET (timescaledb.compress, timescaledb.compress_segmentby = 'item_id', "
+        "timescaledb.compress_orderby = '\"timestamp\" DESC')",
+    )
+    q(
+        conn,
+        "SELECT count(compress_chunk(c, if_not_compressed => true)) FROM show_chunks('price_data_5min') c",
+    )
+    q(conn, "VACUUM ANALYZE price_data_5min")
+    s, comp = timed(conn, RAW_OHLC, params, runs)
+    out.append(("raw rows (price_data_5min, compressed)", s, len(comp), comp == raw))
     return out
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
+
+
+def mb(n: int) -> str:
+    return f"{n / 2**20:.1f}"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--dsn",
+        help="libpq connection string of a server with TimescaleDB (TSL); default: a throwaway container",
+    )
     parser.add_argument("--items", type=int, default=4000)
     parser.add_argument("--days", type=int, default=7)
-    parser.add_argument("--variants", default="all", help="comma-separated indexes into the variant list")
+    parser.add_argument(
+        "--variants", default="all", help="all, none, or comma-separated indexes into the variant list"
+    )
     parser.add_argument("--no-ohlc", action="store_true", help="skip the aggregate-vs-raw OHLC timing")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="gept-bench-") as tmp:
-        proc, port = pglite_server.start(Path(tmp) / "server.log", data_dir=Path(tmp) / "data", timeout=180)
-        try:
-            conn = psycopg2.connect(**pglite_server.connect_params(port))
-            conn.autocommit = True
-            # Chunks are aligned to multiples of the interval since the Unix epoch.
-            start = q(
-                conn,
-                "SELECT to_timestamp(floor(extract(epoch FROM now()) / 604800) * 604800) "
-                "- make_interval(days => %s)",
-                (args.days,),
-            )[0][0]
-            start_s = start.isoformat()
-            t0 = time.perf_counter()
-            for statement in gept_db.split_statements(GENERATE):
-                q(conn, statement, {"items": args.items, "days": args.days, "start": start_s})
-            gen_s = time.perf_counter() - t0
-            n = q(conn, "SELECT count(*) FROM bench_rows")[0][0]
-            grid = n / (args.items * args.days * 288)
-            print(
-                f"Synthetic data: {args.items} items x {args.days} days from {start_s}: {n} rows "
-                f"({grid:.0%} of the 5-minute grid), generated in {gen_s:.0f} s"
-            )
-            names = list(VARIANTS)
-            chosen = names if args.variants == "all" else [names[int(i)] for i in args.variants.split(",")]
-            print("\n| variant | rows | chunks | before (MB) | after (MB) | ratio | compress s |")
-            print("|---|---:|---:|---:|---:|---:|---:|")
-            for name in chosen:
-                r = load_variant(conn, name, *VARIANTS[name])
-                print(
-                    f"| {name} | {r['rows']} | {r['chunks']} | {r['before'] / 2**20:.1f} | "
-                    f"{r['after'] / 2**20:.2f} | {r['ratio']:.1f}:1 | {r['seconds']:.0f} |",
-                    flush=True,
-                )
-                cols = ", ".join(f"{c} {b / 2**20:.1f}" for c, b in r["columns"].items())
-                print(f"|   compressed column bytes (MB): {cols} | | | | | | |", flush=True)
-            if not args.no_ohlc:
-                o = ohlc_figures(conn, start_s, args.days)
-                print(
-                    f"\n24-hour per-item OHLC ({int(o['raw_rows'])} items), median of 5: raw rows "
-                    f"{o['raw'] * 1000:.0f} ms, hourly aggregate {o['aggregate'] * 1000:.0f} ms "
-                    f"({o['raw'] / o['aggregate']:.1f}x faster); identical OHLC: {bool(o['same_ohlc'])}"
-                )
-            conn.close()
-        finally:
-            pglite_server.stop(proc)
+    if args.dsn:
+        return run(args, args.dsn)
+    name = os.environ.get("GEPT_BENCH_CONTAINER", f"gept-bench-timescaledb-{os.getpid()}")
+    print(f"Starting {name} (load average {loadavg()})", flush=True)
+    try:
+        server = timescaledb.start(name, BENCH_SETTINGS)
+    except timescaledb.Unavailable as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    try:
+        print(f"{server.version} ready in {server.started_s:.0f} s", flush=True)
+        return run(args, server.dsn())
+    finally:
+        timescaledb.stop(name)
+
+
+def run(args: argparse.Namespace, dsn: str) -> int:
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    license_ = q(conn, "SELECT current_setting('timescaledb.license')")[0][0]
+    if license_ != "timescale":
+        print(
+            f"TimescaleDB license is {license_!r}: compression needs the full (TSL) edition", file=sys.stderr
+        )
+        return 1
+    version = q(
+        conn,
+        "SELECT current_setting('server_version') || ', TimescaleDB ' || extversion "
+        "FROM pg_extension WHERE extname = 'timescaledb'",
+    )[0][0]
+    print(f"PostgreSQL {version}; load average {loadavg()}")
+    # Chunks are aligned to multiples of the interval since the Unix epoch.
+    start = q(
+        conn,
+        "SELECT to_timestamp(floor(extract(epoch FROM now()) / 604800) * 604800) - make_interval(days => %s)",
+        (args.days,),
+    )[0][0]
+    start_s = start.isoformat()
+    t0 = time.perf_counter()
+    for statement in gept_db.split_statements(GENERATE):
+        q(conn, statement, {"items": args.items, "days": args.days, "start": start_s})
+    gen_s = time.perf_counter() - t0
+    n = q(conn, "SELECT count(*) FROM bench_rows")[0][0]
+    grid = n / (args.items * args.days * 288)
+    print(
+        f"Synthetic data: {args.items} items x {args.days} days from {start_s}: {n} rows "
+        f"({grid:.0%} of the 5-minute grid), generated in {gen_s:.0f} s"
+    )
+    if args.variants == "all":
+        chosen = VARIANTS
+    elif args.variants == "none":
+        chosen = []
+    else:
+        chosen = [VARIANTS[int(i)] for i in args.variants.split(",")]
+    print(
+        "\n| # | variant | rows | chunks after | before MB (heap+index+toast) | after MB (heap+index+toast) "
+        "| ratio | load s | compress s | data intact |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    splits = []
+    loaded: dict[str, Any] = {}
+    for v in chosen:
+        r = load_variant(conn, v, loaded)
+        b, a = r["before"], r["after"]
+        load = f"{r['load_s']:.0f}" if r["load_s"] else "(same load)"
+        print(
+            f"| {VARIANTS.index(v)} | {v.name} | {r['rows']} | {r['chunks']} | {mb(b['total'])} "
+            f"({mb(b['heap'])}+{mb(b['index'])}+{mb(b['toast'])}) | {mb(a['total'])} "
+            f"({mb(a['heap'])}+{mb(a['index'])}+{mb(a['toast'])}) | **{r['ratio']:.1f}:1** | "
+            f"{load} | {r['compress_s']:.0f} | {r['intact']} |",
+            flush=True,
+        )
+        splits.append((VARIANTS.index(v), r["columns"]))
+    print("\nCompressed bytes per column (MB, pg_column_size over the compressed chunks):")
+    for i, cols in splits:
+        print(f"  #{i}: " + ", ".join(f"{c} {mb(b)}" for c, b in cols.items()))
+    print(f"load average {loadavg()}", flush=True)
+    if not args.no_ohlc:
+        end = (start + __import__("datetime").timedelta(days=args.days)).isoformat()
+        print(f"\n24-hour per-item OHLC ending {end}, median of 7 runs after a warm-up:")
+        print("\n| source | median ms | items | same OHLC as raw rows |")
+        print("|---|---:|---:|---|")
+        figures = ohlc_figures(conn, end)
+        for label, s, items, same in figures:
+            print(f"| {label} | {s * 1000:.1f} | {items} | {same} |")
+        raw_s = figures[0][1]
+        for label, s, _, _ in figures[1:]:
+            print(f"raw rows (uncompressed) / {label}: {raw_s / s:.1f}x")
+        print(f"load average {loadavg()}")
+    conn.close()
     return 0
 
 

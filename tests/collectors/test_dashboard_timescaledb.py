@@ -1,23 +1,21 @@
-"""The dashboard's TimescaleDB panels against the full (TSL) edition (the PGlite engine in
-tests/pglite; the controller's PostgreSQL has no TimescaleDB): hypertables with compressed and
-uncompressed chunks and the achieved ratio, the retention policy in force, the jobs view."""
+"""The dashboard's TimescaleDB panels against the full (TSL) edition (the real PostgreSQL 17 +
+TimescaleDB in a throwaway container, tests/support/timescaledb.py; the controller's PostgreSQL
+has no TimescaleDB): hypertables with compressed and uncompressed chunks and the achieved
+ratio, the retention policy in force, the jobs view."""
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from contextlib import closing
 from typing import Any
 
 import psycopg2
 import pytest
-from collectors_support import COLLECTORS_DIR, MIGRATIONS, ROOT
+from collectors_support import COLLECTORS_DIR, MIGRATIONS
+from support import timescaledb
 
-sys.path.insert(0, str(ROOT / "tests" / "pglite"))
-import pglite_server  # noqa: E402
-
-pytestmark = pytest.mark.pglite
+pytestmark = pytest.mark.timescaledb
 
 SETUP = """
 SELECT create_hypertable('price_data_5min', by_range('timestamp', INTERVAL '1 day'));
@@ -36,20 +34,12 @@ ANALYZE;
 
 
 @pytest.fixture
-def pglite_port(tmp_path: Any) -> Iterator[int]:
-    try:
-        proc, port = pglite_server.start(tmp_path / "pglite.log")
-    except pglite_server.PGliteUnavailable as exc:
-        pytest.skip(str(exc))
-    try:
-        yield port
-    finally:
-        pglite_server.stop(proc)
+def params() -> dict[str, Any]:
+    return timescaledb.shared().database("gept_dashboard")
 
 
-def test_storage_and_jobs_on_the_full_edition(pglite_port: int) -> None:
-    params = pglite_server.connect_params(pglite_port)
-    with closing(psycopg2.connect(**params)) as conn:  # one connection at a time: closed below
+def test_storage_and_jobs_on_the_full_edition(params: dict[str, Any]) -> None:
+    with closing(psycopg2.connect(**params)) as conn:
         conn.autocommit = True
         with conn.cursor() as cur:
             for migration in MIGRATIONS:
@@ -66,9 +56,9 @@ def test_storage_and_jobs_on_the_full_edition(pglite_port: int) -> None:
     settings = config.load(
         "dashboard",
         env={
-            "GEPT_DB_HOST": "127.0.0.1",
-            "GEPT_DB_PORT": str(pglite_port),
-            "GEPT_DB_NAME": "postgres",
+            "GEPT_DB_HOST": params["host"],
+            "GEPT_DB_PORT": str(params["port"]),
+            "GEPT_DB_NAME": params["dbname"],
             "GEPT_DB_USER": "postgres",
             "GEPT_DB_PASSWORD": str(params["password"]),
             "GEPT_DB_SSLMODE": "disable",

@@ -1,5 +1,6 @@
 """postgres_exporter's custom queries, rendered by the role's template for each TimescaleDB
-edition, run against a real full-edition engine (PGlite with TimescaleDB incl. TSL): every
+edition, run against the real full-edition engine (PostgreSQL 17 + TimescaleDB incl. TSL in a
+throwaway container, tests/support/timescaledb.py): every
 query executes, returns the columns its metrics name, and the values mean what the metric says
 (newest-row time, sizes, chunk counts, compression before > after, job rows, schema version).
 The Apache-edition file must not reference anything full-edition-only. (The Molecule host runs
@@ -7,7 +8,6 @@ the Apache-edition file through the real exporter against Debian's TimescaleDB.)
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,11 +15,9 @@ from typing import Any
 import psycopg2
 import pytest
 from monitoring_lib import REPO, load_yaml
+from support import timescaledb
 
-sys.path.insert(0, str(REPO / "tests" / "pglite"))
-import pglite_server  # noqa: E402
-
-pytestmark = [pytest.mark.pglite, pytest.mark.slow]
+pytestmark = [pytest.mark.timescaledb, pytest.mark.slow]
 
 SETUP = [
     (REPO / "roles/timescaledb/files/migrations/001_base_schema.sql").read_text(encoding="utf-8"),
@@ -47,21 +45,16 @@ def queries(rendered: Path) -> dict[str, dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def db() -> Iterator[Any]:
+    conn = psycopg2.connect(**timescaledb.shared().database("gept_monitoring_queries"))
+    conn.autocommit = True
     try:
-        proc, port = pglite_server.start(tmp_path_factory.mktemp("pglite") / "server.log")
-    except pglite_server.PGliteUnavailable as exc:
-        pytest.skip(str(exc))
-    try:
-        conn = psycopg2.connect(**pglite_server.connect_params(port))
-        conn.autocommit = True
         with conn.cursor() as cur:
             for sql in SETUP:
                 cur.execute(sql)
         yield conn
-        conn.close()
     finally:
-        pglite_server.stop(proc)
+        conn.close()
 
 
 def run(conn: Any, query: dict[str, Any]) -> list[dict[str, Any]]:

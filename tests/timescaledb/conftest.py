@@ -1,7 +1,7 @@
 """Fixtures for the database area's controller tests.
 
-- ``pglite``: a session-wide PGlite server with TimescaleDB, full (TSL) edition
-  (tests/pglite/server.mjs), on a free 127.0.0.1 port, stopped by PID at the end.
+- ``engine``: a database of its own on the session's real PostgreSQL 17 + TimescaleDB full
+  (TSL) edition server (tests/support/timescaledb.py: a throwaway container).
 - ``render_sql``: renders the timescaledb role's SQL templates through the role's own task
   file (ansible-playbook tests/timescaledb/render_sql.yml), so tests run the very SQL the
   role applies.
@@ -22,12 +22,10 @@ from typing import Any
 
 import psycopg2
 import pytest
+from support import timescaledb
 
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "timescaledb"
-sys.path.insert(0, str(REPO / "tests" / "pglite"))
-import pglite_server  # noqa: E402
-
 MIGRATIONS = ROLE / "files" / "migrations"
 # Drops what a test left (aggregates, tables; their policies go with them). The extension
 # lives in public, so the schema itself stays.
@@ -60,22 +58,15 @@ def gept_db() -> ModuleType:
 
 
 @pytest.fixture(scope="session")
-def pglite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """Connection parameters of a running full-edition engine (one connection at a time)."""
-    try:
-        proc, port = pglite_server.start(tmp_path_factory.mktemp("pglite") / "server.log")
-    except pglite_server.PGliteUnavailable as exc:
-        pytest.skip(str(exc))
-    try:
-        yield pglite_server.connect_params(port)
-    finally:
-        pglite_server.stop(proc)
+def engine() -> dict[str, Any]:
+    """Connection parameters of a database on the full-edition engine."""
+    return timescaledb.shared().database("gept_role_sql")
 
 
 @pytest.fixture
-def conn(pglite: dict[str, Any], gept_db: ModuleType) -> Iterator[Any]:
+def conn(engine: dict[str, Any], gept_db: ModuleType) -> Iterator[Any]:
     """A connection to a fresh GePT schema: earlier tables dropped, migrations applied afresh."""
-    c = psycopg2.connect(**pglite)
+    c = psycopg2.connect(**engine)
     c.autocommit = True
     with c.cursor() as cur:
         cur.execute(RESET_SQL)
