@@ -101,7 +101,10 @@ def test_apt_entries_for_matches_uri_and_leaves_out_the_roles_file() -> None:
     assert len(th.apt_entries_for(entries, TS_URI)) == 2
     assert th.apt_entries_for(entries, "https://apt.postgresql.org/pub/repos/apt/")[0]["format"] == "list"
     # Disabled stanzas do not count.
-    assert th.apt_entries_for(th.apt_entries({k: v for k, v in FILES.items() if "debian" in k}), "http://x") == []
+    assert (
+        th.apt_entries_for(th.apt_entries({k: v for k, v in FILES.items() if "debian" in k}), "http://x")
+        == []
+    )
 
 
 def test_apt_entries_reject_garbage() -> None:
@@ -154,3 +157,43 @@ def test_refuses_when_nothing_runs_on_the_port() -> None:
 def test_uses_the_configured_cluster_when_stopped_on_another_port() -> None:
     d = decide("17 main 5433 down postgres /var/lib/postgresql/17/main x\n")
     assert d["action"] == "use" and d["cluster"]["port"] == 5433
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("tags", ["backup", "postgres_exporter", "timescaledb_configure"])
+def test_site_reads_the_cluster_first_in_a_run_limited_by_tags(tags: str) -> None:
+    """The facts play is site.yml's first and runs whatever --tags says, so the roles of a
+    limited run use the cluster found, not the configured defaults."""
+    import subprocess
+
+    bin_dir = Path(sys.executable).parent
+    out = subprocess.run(
+        [
+            str(bin_dir / "ansible-playbook"),
+            "-i",
+            "inventories/demo",
+            "site.yml",
+            "--list-tasks",
+            "--tags",
+            tags,
+            "--vault-password-file",
+            ".secrets/demo-vault-pass",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={
+            "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+            "PATH": f"{bin_dir}:/usr/bin:/bin",
+            "HOME": str(ROOT),
+        },
+    )
+    assert out.returncode == 0, out.stderr
+    plays = out.stdout.split("  play #")
+    assert "What the database host already runs" in plays[1]
+    assert "List the existing PostgreSQL clusters" in plays[1]
+    assert "Use the cluster found" in plays[1]

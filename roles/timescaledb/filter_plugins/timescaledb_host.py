@@ -160,7 +160,9 @@ def apt_entries(files: dict[str, str]) -> list[dict[str, Any]]:
     return entries
 
 
-def apt_entries_for(entries: list[dict[str, Any]], uri: str, exclude_path: str | None = None) -> list[dict[str, Any]]:
+def apt_entries_for(
+    entries: list[dict[str, Any]], uri: str, exclude_path: str | None = None
+) -> list[dict[str, Any]]:
     """The enabled `deb` entries for `uri` (trailing slash and case ignored), leaving out the
     file at `exclude_path` (the role's own)."""
     want = _norm_uri(uri)
@@ -227,10 +229,10 @@ def cluster_decision(
             "cluster": None,
             "adopted_other": False,
             "others": clusters,
-            "reason": "PostgreSQL clusters exist but none on port {} (gept_db_port): {}. Installing {}/{} "
-            "would put a second cluster beside them; set gept_db_port to the port of the cluster to adopt".format(
-                port, ", ".join(_name(c) for c in clusters), version, cluster
-            ),
+            "reason": f"PostgreSQL clusters exist but none on port {port} (gept_db_port): "
+            + ", ".join(_name(c) for c in clusters)
+            + f". Installing {version}/{cluster} would put a second cluster beside them; set "
+            "gept_db_port to the port of the cluster to adopt",
         }
     else:
         return {"action": "fresh", "cluster": None, "adopted_other": False, "others": [], "reason": ""}
@@ -260,10 +262,11 @@ def cluster_decision(
             "cluster": target,
             "adopted_other": True,
             "others": others,
-            "reason": "the cluster on port {} is {}, but gept_postgresql_version/gept_postgresql_cluster "
-            "say {}/{} and timescaledb_adopt_running_cluster is false. Set "
-            "timescaledb_adopt_running_cluster: true to manage the running cluster, or upgrade it to {} "
-            "first (site.yml never does)".format(port, _name(target), version, cluster, version),
+            "reason": f"the cluster on port {port} is {_name(target)}, but "
+            f"gept_postgresql_version/gept_postgresql_cluster say {version}/{cluster} and "
+            "timescaledb_adopt_running_cluster is false. Set timescaledb_adopt_running_cluster: "
+            f"true to manage the running cluster, or upgrade it to {version} first (site.yml "
+            "never does)",
         }
     return {"action": "use", "cluster": target, "adopted_other": differs, "others": others, "reason": ""}
 
