@@ -80,12 +80,22 @@ def test_owner_hba_lines_kept_below_the_roles_block(host):
 
 
 def test_owner_listen_address_and_library_kept(host):
-    listen = psql(host, "SHOW listen_addresses").split(",")
-    assert "10.213.7.1" in listen and "127.0.0.1" in listen
-    preload = psql(
-        host, "SELECT setting FROM pg_file_settings WHERE name = 'shared_preload_libraries' AND applied"
+    """The values the files now give (in effect at the next restart) keep the owner's."""
+    applied = dict(
+        line.split("|", 1)
+        for line in psql(
+            host,
+            # The last entry per name wins (applied is false while a restart is pending).
+            "SELECT DISTINCT ON (name) name, setting FROM pg_file_settings WHERE name IN "
+            "('listen_addresses', 'shared_preload_libraries') ORDER BY name, seqno DESC",
+        ).splitlines()
     )
-    assert preload.split(",")[0] == "timescaledb" and "pg_stat_statements" in preload
+    listen = applied["listen_addresses"].split(",")
+    assert "10.213.7.1" in listen and "127.0.0.1" in listen, listen
+    preload = applied["shared_preload_libraries"].split(",")
+    assert preload[0] == "timescaledb" and "pg_stat_statements" in preload, preload
+    # Running as before (not restarted): the owner's bridge address is still bound.
+    assert "10.213.7.1" in psql(host, "SHOW listen_addresses")
 
 
 @pytest.mark.parametrize("address", ["10.213.7.1", "127.0.0.1"])
@@ -109,3 +119,18 @@ def test_refusals_name_the_conflict_and_the_variable(host):
     assert "15/postinst (port 5433, online" in second and "pg_dropcluster --stop 15 postinst" in second
     adopt = msgs["adoption_off"]
     assert "15/main" in adopt and "timescaledb_adopt_running_cluster" in adopt and "17/main" in adopt
+
+
+def test_after_the_owners_restart_every_client_still_connects(host):
+    """Last: the restart the run left to the owner loads the merged settings, and the owner's
+    login still connects over the bridge and locally."""
+    host.run_expect([0], "systemctl restart postgresql@15-main")
+    listen = psql(host, "SHOW listen_addresses").split(",")
+    assert {"10.213.7.1", "127.0.0.1"} <= set(listen), listen
+    assert "pg_stat_statements" in psql(host, "SHOW shared_preload_libraries")
+    assert psql(host, "SELECT count(*) FROM pg_settings WHERE pending_restart") == "0"
+    for address in ("10.213.7.1", "127.0.0.1"):
+        out = host.run(
+            f"PGPASSWORD=owner-secret psql -XAt -h {address} -U osrs_user -d osrs_data -c 'SELECT 1'"
+        )
+        assert out.rc == 0, out.stderr
