@@ -43,6 +43,16 @@ def test_role_config_went_to_the_adopted_cluster(host):
     assert "/etc/postgresql/15/main/conf.d/40-gept-base.conf" in files
 
 
+def test_package_installed_beside_the_cluster_without_a_new_one(host):
+    """postgresql-15-hypopg was installed by the role while 15/main existed; createcluster.conf
+    (switched for the install) is back byte for byte (next test), no cluster was added."""
+    assert host.package("postgresql-15-hypopg").is_installed
+    assert (
+        "create_main_cluster = false"
+        not in host.file("/etc/postgresql-common/createcluster.conf").content_string
+    )
+
+
 def test_owner_files_and_apt_entries_unchanged(host):
     out = host.run(f"sha256sum --check {STATE}/before.sha256")
     assert out.rc == 0, out.stdout + out.stderr
