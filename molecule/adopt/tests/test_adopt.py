@@ -47,10 +47,9 @@ def test_package_installed_beside_the_cluster_without_a_new_one(host):
     """postgresql-15-hypopg was installed by the role while 15/main existed; createcluster.conf
     (switched for the install) is back byte for byte (next test), no cluster was added."""
     assert host.package("postgresql-15-hypopg").is_installed
-    assert (
-        "create_main_cluster = false"
-        not in host.file("/etc/postgresql-common/createcluster.conf").content_string
-    )
+    conf = host.file("/etc/postgresql-common/createcluster.conf")
+    assert "create_main_cluster = false" not in conf.content_string
+    assert (conf.mode, conf.user, conf.group) == (0o644, "root", "root")
 
 
 def test_owner_files_and_apt_entries_unchanged(host):
