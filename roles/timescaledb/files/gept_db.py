@@ -285,10 +285,17 @@ def prebuild_indexes(conn: Any, migration_sql: str) -> list[str]:
                     cur.execute(create)
             except psycopg2.errors.UndefinedColumn:
                 continue  # a column the migration adds first: it builds the index itself
-            except psycopg2.Error:
-                with conn.cursor() as cur:
-                    cur.execute(f'DROP INDEX CONCURRENTLY IF EXISTS public."{name}"')
-                raise
+            except psycopg2.Error as exc:
+                # No invalid index may stay behind under the name the migration checks for.
+                try:
+                    with conn.cursor() as cur:
+                        cur.execute(f'DROP INDEX CONCURRENTLY IF EXISTS public."{name}"')
+                except psycopg2.Error:
+                    pass
+                raise MigrationError(
+                    f"building index {name} CONCURRENTLY on {table} failed ({str(exc).strip()}); "
+                    "an invalid index left by it is dropped on the next run"
+                ) from exc
             reports.append(
                 f"index {name} built CONCURRENTLY on {table} ({rows} rows, {_mb(size)}): writes went on"
             )
@@ -316,10 +323,13 @@ def add_key(
     apply: bool,
     batch: int = 50000,
     reserve_bytes: int = DISK_MARGIN_BYTES,
+    concurrent: bool = True,
 ) -> dict[str, Any]:
     """Count duplicates over `columns`; with apply, delete them (one row per key is kept, the
     one stored first) and add the primary key, only when the free disk holds the table plus
-    the new index. Returns a report (dict)."""
+    the new index. The unique index is built CONCURRENTLY (writers go on) unless `concurrent`
+    is false (one blocking build: a maintenance window with the writers stopped). Returns a
+    report (dict)."""
     for ident in (table, *columns):
         if not re.fullmatch(r"[a-z_][a-z0-9_]*", ident):
             raise MigrationError(f"{ident!r}: a plain lower-case identifier is expected")
@@ -373,8 +383,9 @@ def add_key(
             deleted += cur.rowcount
         if deleted:
             report["changes"].append(f"{table}: {deleted} duplicate row(s) deleted")
-        cur.execute(f'DROP INDEX CONCURRENTLY IF EXISTS public."{name}"')  # an interrupted build
-        cur.execute(f'CREATE UNIQUE INDEX CONCURRENTLY "{name}" ON public."{table}" ({cols})')
+        how = "CONCURRENTLY " if concurrent else ""
+        cur.execute(f'DROP INDEX {how}IF EXISTS public."{name}"')  # an interrupted build
+        cur.execute(f'CREATE UNIQUE INDEX {how}"{name}" ON public."{table}" ({cols})')
         cur.execute(f'ALTER TABLE public."{table}" ADD CONSTRAINT "{name}" PRIMARY KEY USING INDEX "{name}"')
     report["changes"].append(f"{table}: primary key ({', '.join(columns)}) added")
     report["primary_key"] = name
@@ -411,6 +422,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--columns", help="key columns, comma-separated (key)")
     parser.add_argument("--apply", action="store_true", help="delete duplicates and add the key (key)")
     parser.add_argument(
+        "--blocking-index",
+        action="store_true",
+        help="build the key's index in one blocking statement, faster, writers stopped (key)",
+    )
+    parser.add_argument(
         "--reserve-mb", type=int, default=DISK_MARGIN_BYTES // 1048576, help="free space to keep on top (key)"
     )
     # Options may sit between the command and the files: Python before 3.12 (Debian 12's 3.11)
@@ -428,7 +444,12 @@ def main(argv: list[str] | None = None) -> int:
             if not args.table or not args.columns:
                 parser.error("key needs --table and --columns")
             report = add_key(
-                conn, args.table, args.columns.split(","), args.apply, reserve_bytes=args.reserve_mb * 1048576
+                conn,
+                args.table,
+                args.columns.split(","),
+                args.apply,
+                reserve_bytes=args.reserve_mb * 1048576,
+                concurrent=not args.blocking_index,
             )
             result["changes"] = report.pop("changes")
             result["key"] = report
