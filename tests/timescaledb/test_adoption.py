@@ -315,3 +315,39 @@ def test_fresh_database_gets_the_project_schema_unchanged(cluster, gept_db):
         ]
     finally:
         cluster.execute("postgres", "DROP DATABASE IF EXISTS gept_fresh WITH (FORCE)", autocommit=True)
+
+
+def test_command_line_reports_json(cluster, osrs_data, gept_db, monkeypatch, capsys):
+    """The runner as the role calls it: migrate (with the index reports), then key (count only)."""
+    import json  # noqa: PLC0415
+
+    monkeypatch.setenv("PGPASSWORD", cluster.password)
+    common = [f"--dbname={osrs_data}", "--host=127.0.0.1", f"--port={cluster.port}", "--user=postgres"]
+    assert gept_db.main(["migrate", *common, f"--dir={MIGRATIONS}"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["changed"] and out["applied"][0] == "000_adopt_existing_tables.sql"
+    assert any("renamed price_data_5min_timestamp_idx" in c for c in out["changes"])
+    assert gept_db.main(["migrate", *common, f"--dir={MIGRATIONS}"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "changed": False,
+        "applied": [],
+        "changes": [],
+        "skipped": [],
+    }
+    assert gept_db.main(["key", *common, "--table=price_data_5min", "--columns=item_id,timestamp"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert not out["changed"] and out["key"]["duplicate_rows"] == 25 and out["key"]["free_bytes"] > 0
+    assert (
+        gept_db.main(
+            [
+                "key",
+                *common,
+                "--table=price_data_5min",
+                "--columns=item_id,timestamp",
+                "--apply",
+                "--reserve-mb=100000000",
+            ]
+        )
+        == 1
+    )
+    assert "nothing was changed" in json.loads(capsys.readouterr().out)["error"]
