@@ -18,7 +18,7 @@ from gept_collectors import validate
 from gept_collectors.http import FetchError
 from gept_collectors.runner import main
 from gept_collectors.validate import PriceRow, ValidationError
-from gept_collectors.windows import PRICE_COLUMNS, WindowCollector
+from gept_collectors.windows import PRICE_COLUMNS, PRICE_KEY, WindowCollector
 
 log = logging.getLogger("gept.hourly")
 TIMESERIES_STEP = 3600
@@ -59,7 +59,9 @@ class HourlyCollector(WindowCollector):
             except (FetchError, ValidationError):
                 continue  # stays queued for the next cycle
             rows = [(item, validate.utc(p[0]), *p[1:]) for p in points]
-            inserted = self.db.run(lambda cur, r=rows: self.db.insert(cur, self.table, PRICE_COLUMNS, r))
+            inserted = self.db.run(
+                lambda cur, r=rows: self.db.insert(cur, self.table, PRICE_COLUMNS, r, key=PRICE_KEY)
+            )
             self.metrics.rows_inserted.inc(inserted)
             self.new_items.discard(item)
             log.info("item %d is new: back-filled %d hourly points", item, inserted)

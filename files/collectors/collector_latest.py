@@ -25,7 +25,7 @@ class LatestCollector(BucketCollector):
         return self.http.fetch(self.http.url("latest"), lambda body: validate.latest(body, when))
 
     def write_bucket(self, cur, when: datetime, rows: list[tuple]) -> int:  # noqa: ANN001, ARG002
-        return self.db.insert(cur, "prices_latest_1m", COLUMNS, rows)
+        return self.db.insert(cur, "prices_latest_1m", COLUMNS, rows, key=COLUMNS[:2])
 
 
 if __name__ == "__main__":

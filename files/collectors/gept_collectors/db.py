@@ -13,6 +13,12 @@
   new (a window whose ledger row was just added) are COPied straight into the table under a
   savepoint, falling back to the staging path if any key already exists. `execute_values` is the
   alternative (GEPT_DB_WRITE_METHOD=values); benchmarks/collectors compares the two.
+* A table without a unique index on its key (an adopted price_data_5min whose primary key is
+  added later) would take duplicates from ON CONFLICT DO NOTHING. When the caller names the
+  key and no valid unique index covers exactly it, rows are staged the same way and only those
+  whose key is not in the table yet are inserted, under a transaction-level advisory lock on
+  the table (our writers never race each other); the catalog is asked on every batch, so the
+  plain path comes back by itself once the key exists.
 """
 
 from __future__ import annotations
@@ -145,11 +151,17 @@ class Database:
         rows: Sequence[Sequence[Any]],
         method: str | None = None,
         fresh: bool = False,
+        key: Sequence[str] | None = None,
     ) -> int:
         """Insert rows, skipping those whose key exists; return how many were inserted.
-        `fresh`: the rows are almost surely new (try one direct COPY first)."""
+        `fresh`: the rows are almost surely new (try one direct COPY first).
+        `key`: the table's key columns; when no unique index enforces them, only rows whose
+        key is absent are inserted (never a duplicate)."""
         if not rows:
             return 0
+        if key and not has_unique_key(cur, table, key):
+            self._stage += 1
+            return insert_absent(cur, table, columns, rows, key, stage=f"_gept_stage_{self._stage}")
         method = method or self.write_method
         if method == "values":
             return insert_values(cur, table, columns, rows)
@@ -232,6 +244,49 @@ def insert_copy(
         sql.SQL("INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT DO NOTHING").format(
             table=sql.Identifier(table), cols=cols, stage=sql.Identifier(stage)
         )
+    )
+    return cur.rowcount
+
+
+def has_unique_key(cur: psycopg2.extensions.cursor, table: str, key: Sequence[str]) -> bool:
+    """Whether a valid, non-partial unique index of `table` covers exactly the `key` columns."""
+    cur.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass(%s) AND i.indisunique"
+        " AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL"
+        " AND (SELECT array_agg(a.attname::text ORDER BY a.attname::text) FROM pg_attribute a"
+        "      WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)) = %s::text[])",
+        (table, sorted(key)),
+    )
+    return bool(cur.fetchone()[0])
+
+
+def insert_absent(
+    cur: psycopg2.extensions.cursor,
+    table: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    key: Sequence[str],
+    stage: str = "_gept_stage",
+) -> int:
+    """Insert the rows whose key is not in `table` yet (a table with no unique index on it)."""
+    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"gept-insert-absent:{table}",))
+    cols = sql.SQL(", ").join(map(sql.Identifier, columns))
+    keys = sql.SQL(", ").join(map(sql.Identifier, key))
+    cur.execute(
+        sql.SQL("CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {cols} FROM {table} WITH NO DATA").format(
+            stage=sql.Identifier(stage), cols=cols, table=sql.Identifier(table)
+        )
+    )
+    cur.copy_expert(
+        sql.SQL("COPY {stage} ({cols}) FROM STDIN").format(stage=sql.Identifier(stage), cols=cols),
+        copy_buffer(rows),
+    )
+    match = sql.SQL(" AND ").join(sql.SQL("t.{c} = s.{c}").format(c=sql.Identifier(c)) for c in key)
+    cur.execute(
+        sql.SQL(
+            "INSERT INTO {table} ({cols}) SELECT DISTINCT ON ({keys}) {cols} FROM {stage} s "
+            "WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE {match})"
+        ).format(table=sql.Identifier(table), cols=cols, keys=keys, stage=sql.Identifier(stage), match=match)
     )
     return cur.rowcount
 

@@ -26,6 +26,14 @@ windows are still stored: the ledger then has a hole behind its newest window. N
 the hole counts in gept_<c>_missing_windows, the cycle counts as failed, and every cycle asks
 for it again until it is accepted (or leaves the look-back). Stopping at the first rejected
 window instead would let one bad old window hold back every newer one.
+
+History written before the ledger began (an adopted database, whose old collectors wrote the
+table without a ledger): a window older than the ledger's first row (every window, while the
+ledger of the series is empty) that already has rows in the table is taken as stored: its
+ledger row is added with the number of items found and it is not fetched again. Windows
+without rows are fetched as usual (gaps of the old collectors are filled). Rows are written
+with the table's key (item_id, "timestamp"), so a window is never stored twice even where the
+table has no unique index yet (gept_collectors.db).
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg2.extensions
+from psycopg2 import sql
 
 from . import validate
 from .db import record_window
@@ -44,6 +53,7 @@ from .validate import PriceRow, ValidationError
 
 log = logging.getLogger(__name__)
 
+PRICE_KEY = ("item_id", "timestamp")
 PRICE_COLUMNS = (
     "item_id",
     "timestamp",
@@ -90,7 +100,7 @@ class WindowCollector(Collector):
         self.before_insert(cur, start, rows)
         # The ledger row was just added, so the rows are new (unless written by another path,
         # e.g. the hourly /timeseries back-fill): try one direct COPY first.
-        return self.db.insert(cur, self.table, PRICE_COLUMNS, rows, fresh=True)
+        return self.db.insert(cur, self.table, PRICE_COLUMNS, rows, fresh=True, key=PRICE_KEY)
 
     def missing(
         self, cur: psycopg2.extensions.cursor, newest: int, upper: int
@@ -99,6 +109,7 @@ class WindowCollector(Collector):
         the newest window start the ledger holds (None if it is empty)."""
         w = self.window_seconds
         lower = -(-int(newest - self.lookback) // w) * w
+        self.adopt_history(cur, lower, upper)
         cur.execute(
             "SELECT extract(epoch FROM window_start)::bigint FROM collection_windows "
             "WHERE series = %s AND window_start BETWEEN to_timestamp(%s) AND to_timestamp(%s)",
@@ -110,6 +121,36 @@ class WindowCollector(Collector):
             (self.series,),
         )
         return [t for t in range(lower, upper + 1, w) if t not in have], cur.fetchone()[0]
+
+    def adopt_history(self, cur: psycopg2.extensions.cursor, lower: int, upper: int) -> None:
+        """Record in the ledger the windows in [lower, upper] older than its first row (all of
+        them while it is empty) that the table already holds rows for (written before the
+        ledger began, e.g. by the old collectors)."""
+        cur.execute(
+            "SELECT extract(epoch FROM min(window_start))::bigint FROM collection_windows WHERE series = %s",
+            (self.series,),
+        )
+        first = cur.fetchone()[0]
+        top = upper if first is None else min(upper, first - self.window_seconds)
+        if top < lower:
+            return
+        cur.execute(
+            sql.SQL(
+                "INSERT INTO collection_windows (series, window_start, item_count) "
+                'SELECT %s, "timestamp", count(DISTINCT item_id) FROM {table} '
+                'WHERE "timestamp" BETWEEN to_timestamp(%s) AND to_timestamp(%s) '
+                'AND extract(epoch FROM "timestamp")::bigint %% %s = 0 '
+                'GROUP BY "timestamp" ON CONFLICT DO NOTHING'
+            ).format(table=sql.Identifier(self.table)),
+            (self.series, lower, top, self.window_seconds),
+        )
+        if cur.rowcount:
+            log.info(
+                "%s: %d window(s) already in %s before the ledger began: recorded, not fetched again",
+                self.series,
+                cur.rowcount,
+                self.table,
+            )
 
     def _save(self, start: int, rows: Sequence[PriceRow]) -> None:
         inserted = self.db.run(self.store, start, rows)
