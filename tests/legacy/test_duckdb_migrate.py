@@ -163,3 +163,89 @@ def test_check_only_reads_without_writing(pg, db, tmp_path):
     rc, report = run(pg, db, config(tmp_path, pc, it), "--check-only")
     assert rc == 0 and [t["duckdb_rows"] for t in report["tables"]] == [7, 3]
     assert pg.execute(db, "SELECT count(*) FROM player_counts") == [(0,)]
+
+
+def seed_player_counts(
+    path: Path, rows: int, columns: str = '"timestamp" TIMESTAMP PRIMARY KEY, count INTEGER'
+) -> None:
+    """A player_counts file as the seed's service writes it (or with other columns)."""
+    with duckdb.connect(str(path)) as con:
+        con.execute(f"CREATE TABLE player_counts ({columns})")
+        con.executemany(
+            "INSERT INTO player_counts VALUES (?, ?)",
+            [((T0 + timedelta(minutes=i)).replace(tzinfo=None), 70000 + i) for i in range(rows)],
+        )
+
+
+def default_config(tmp: Path, pc: Path, it: Path, **player_counts_overrides) -> Path:
+    """The role's own mappings, unchanged but for the files (and any override given)."""
+    tables = duckdb_migration_tables()
+    cfg = {
+        "tables": [
+            {**tables["player_counts"], "file": str(pc), **player_counts_overrides},
+            {**tables["items"], "file": str(it)},
+        ]
+    }
+    path = tmp / "default-migration.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def test_role_defaults_read_the_seeds_files(pg, db, tmp_path):
+    """The default mapping matches the seed: player_counts("timestamp", count), items(id, ...)."""
+    (tmp_path / "x").mkdir()
+    _, it = make_duckdb(tmp_path / "x", players=1)
+    pc = tmp_path / "player_counts.duckdb"
+    seed_player_counts(pc, 30)
+    rc, report = run(pg, db, default_config(tmp_path, pc, it))
+    assert rc == 0, report
+    assert pg.execute(db, "SELECT count(*), sum(player_count) FROM player_counts") == [
+        (30, sum(70000 + i for i in range(30)))
+    ]
+
+
+def test_missing_source_column_is_named_and_nothing_changes(pg, db, tmp_path):
+    _, it = make_duckdb(tmp_path, players=1)
+    pc = tmp_path / "old_player_counts.duckdb"
+    seed_player_counts(pc, 5, columns='"timestamp" TIMESTAMP PRIMARY KEY, players INTEGER')
+    rc, report = run(pg, db, default_config(tmp_path, pc, it))
+    assert rc == 2 and report["error"] == "input"
+    message = report["message"]
+    assert "players" in message and "duckdb_migration_tables" in message and "'player_counts'" in message
+    assert pg.execute(db, "SELECT count(*) FROM items") == [(0,)]
+
+
+def test_missing_target_column_is_named_and_nothing_changes(pg, db, tmp_path):
+    _, it = make_duckdb(tmp_path, players=1)
+    pc = tmp_path / "seed_player_counts.duckdb"
+    seed_player_counts(pc, 5)
+    cfg = default_config(
+        tmp_path, pc, it, columns={"timestamp": '"timestamp"', "count": '"count"'}, sum_columns=["count"]
+    )
+    rc, report = run(pg, db, cfg)
+    assert rc == 2 and report["error"] == "input"
+    assert "has no column(s) ['count']" in report["message"] and "player_count" in report["message"]
+    assert pg.execute(db, "SELECT count(*) FROM items") == [(0,)]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+def test_run_as_reads_a_directory_the_database_user_cannot(pg, db, tmp_path):
+    """Started as root with --run-as, the script opens the files of a 0750 directory owned by
+    another user, then becomes that database OS user; the directory keeps its permissions."""
+    private = tmp_path / "data"
+    private.mkdir()
+    pc, it = make_duckdb(private, players=12, items=3)
+    pc2 = private / "player_counts_seed.duckdb"
+    seed_player_counts(pc2, 12)
+    for p in (private, pc, it, pc2):
+        os.chown(p, 65534, 65534)
+    private.chmod(0o750)
+    cfg = default_config(tmp_path, pc2, it)
+    rc, report = run(pg, db, cfg, "--run-as", "postgres")
+    assert rc == 0, report
+    assert pg.execute(db, "SELECT count(*) FROM player_counts") == [(12,)]
+    st = private.stat()
+    assert (st.st_uid, st.st_mode & 0o777) == (65534, 0o750)
+    # The switch happened: as postgres alone the directory is unreadable.
+    probe = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-r", str(pc2)], check=False)
+    assert probe.returncode != 0

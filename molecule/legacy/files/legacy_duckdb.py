@@ -28,9 +28,7 @@ def seed(data: Path, players: int, items: int) -> None:
     pc = data / "player_counts.duckdb"
     if not pc.exists():
         with duckdb.connect(str(pc)) as con:
-            con.execute(
-                'CREATE TABLE player_counts ("timestamp" TIMESTAMP PRIMARY KEY, player_count INTEGER)'
-            )
+            con.execute('CREATE TABLE player_counts ("timestamp" TIMESTAMP PRIMARY KEY, count INTEGER)')
             con.executemany(
                 "INSERT INTO player_counts VALUES (?, ?)",
                 [(T0 + timedelta(minutes=i), 50000 + (i * 7919) % 40000) for i in range(players)],

@@ -1,9 +1,12 @@
 """The old server after phase 1, the DuckDB move and the cutover (molecule scenario `legacy`).
 
 prepare built the seed's before-state (legacy process from a unit, cron, rc.local and a stray
-copy ignoring SIGTERM; compose file; DuckDB files with known rows and the services writing
-them); converge ran stop_legacy.yml, migrate_duckdb.yml and status.yml; side_effect proved
-the phase-1 rollback and ran phase 1 again and the cutover. These tests check the result.
+copy ignoring SIGTERM; a running compose project with the seed's names holding 9100-9103 and
+8080; DuckDB files with known rows in a 0750 directory of the ubuntu user, and the services
+writing them); converge ran the database, collector and monitoring roles (node_exporter and the
+dashboard left waiting for their ports), stop_legacy.yml, migrate_duckdb.yml and status.yml;
+side_effect proved the phase-1 rollback, two refusals, the cutover, its rollback and the cutover
+again. These tests check the result.
 """
 
 import json
@@ -11,7 +14,7 @@ import json
 import pytest
 from conftest import assert_running, wait_for
 
-APP = "/opt/osrs-ge-collector"
+APP = "/home/ubuntu/osrs_collector"
 LEGACY_PATTERN = r"^[^ ]*python[0-9.]*( [^ ]+)* [^ ]*osrs_collector_pg\.py( |$)"
 PLAYER_ROWS = 2000  # legacy_test_player_rows (host_vars)
 ITEM_ROWS = 60  # legacy_test_item_rows
@@ -62,9 +65,9 @@ def _compose(host) -> dict:
 
 def test_compose_dashboard_healthcheck_fixed_and_nothing_else_touched(host):
     services = _compose(host)
-    assert services["dashboard"]["healthcheck"]["test"][-1] == "http://localhost:8080/health"
-    assert services["dashboard"]["labels"]["prometheus.scrape.path"] == "/metrics"
-    assert services["collector-5m"]["healthcheck"]["test"][-1] == "http://localhost:9100/metrics"
+    assert services["ge-dashboard"]["healthcheck"]["test"][-1] == "http://localhost:8080/health"
+    assert services["ge-dashboard"]["labels"]["prometheus.scrape.path"] == "/metrics"
+    assert services["ge-5m-collector"]["healthcheck"]["test"][-1] == "http://localhost:9100/metrics"
     content = host.file(f"{APP}/docker-compose.yml").content_string
     assert "# The seed's bug" in content, "comments must survive the edit"
     backups = host.run("ls %s/docker-compose.yml.*~", APP)
@@ -94,7 +97,17 @@ def test_systemd_collectors_run(host, unit):
 def test_cutover_recorded_and_no_window_missing(host):
     record = json.loads(host.file("/var/lib/gept/legacy/cutover.json").content_string)
     assert "gept-collector-fivemin.service" in record["units"]
-    assert record["compose_services"] == [], "no Docker engine here: the compose side is skipped"
+    # The services the compose file defines, the dashboard too; the two the seed's file lacks
+    # (player count, items) are skipped.
+    assert record["compose_services"] == [
+        "ge-5m-collector",
+        "ge-1m-collector",
+        "ge-1h-collector",
+        "ge-news-collector",
+        "ge-dashboard",
+    ]
+    assert record["port_units"] == ["prometheus-node-exporter.service", "gept-dashboard.service"]
+    assert record["restart_policies"]["osrs-5m-collector"] == "unless-stopped"
     missing = psql(
         host,
         "WITH m AS (SELECT max(timestamp) AS t FROM price_data_5min)"
@@ -104,7 +117,51 @@ def test_cutover_recorded_and_no_window_missing(host):
     assert missing == "0"
 
 
+@pytest.mark.parametrize(
+    "container",
+    ["osrs-5m-collector", "osrs-1m-collector", "osrs-1h-collector", "osrs-news-collector", "osrs-dashboard"],
+)
+def test_compose_services_stopped_and_kept_from_restarting(host, container):
+    state = host.run(
+        "docker inspect -f '{{.State.Running}} {{.HostConfig.RestartPolicy.Name}}' %s", container
+    )
+    assert state.rc == 0, state.stderr
+    assert state.stdout.strip() == "false no"
+
+
+@pytest.mark.parametrize(
+    ("port", "unit"), [(9100, "prometheus-node-exporter.service"), (8080, "gept-dashboard.service")]
+)
+def test_freed_port_held_by_the_project_service(host, port, unit):
+    assert_running(host, unit)
+    # The socket's cgroup names its unit (ss -e; the process table of another user is hidden here).
+    holders = host.run(
+        "ss -ltneH 'sport = :%s' | grep -o 'cgroup:[^ ]*' | sed 's|.*/||' | sort -u", str(port)
+    )
+    assert holders.stdout.split() == [unit], holders.stdout
+    assert host.service(unit).is_enabled
+
+
+def test_prometheus_node_job_reads_node_exporter(host):
+    query = "count(node_filesystem_avail_bytes{job=%22node%22})"
+    got = wait_for(
+        host,
+        f"curl -fsS 'http://127.0.0.1:9090/prometheus/api/v1/query?query={query}' | grep -q '\"value\"'",
+        attempts=20,
+        delay=3,
+    )
+    assert got.rc == 0, "Prometheus's node job has no node_filesystem_avail_bytes series"
+    up = host.run("curl -fsS 'http://127.0.0.1:9090/prometheus/api/v1/query?query=up{job=%22node%22}'")
+    assert '"1"]' in up.stdout, up.stdout
+
+
 # --- DuckDB -> PostgreSQL -------------------------------------------------------------------
+def test_duckdb_directory_permissions_unchanged(host):
+    data = host.file(f"{APP}/data")
+    assert (data.user, data.group, data.mode) == ("ubuntu", "ubuntu", 0o750)
+    assert host.run("runuser -u postgres -- ls %s/data", APP).rc != 0, "postgres must still not read it"
+
+
 def test_every_known_player_count_in_postgresql(host):
     expected_sum = sum(50000 + (i * 7919) % 40000 for i in range(PLAYER_ROWS))
     got = psql(

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """gept-duckdb-migrate: copy tables from the old DuckDB files into PostgreSQL, then prove it.
 
-Usage: gept-duckdb-migrate --config /etc/gept/duckdb_migration.json [--check-only]
+Usage: gept-duckdb-migrate --config /etc/gept/duckdb_migration.json [--check-only] [--run-as USER]
 
 The config (rendered by the duckdb_migration role) lists tables:
   {"tables": [{"name": "player_counts", "file": ".../player_counts.duckdb",
@@ -11,10 +11,16 @@ The config (rendered by the duckdb_migration role) lists tables:
                "sum_columns": ["player_count"], "source_timezone": "UTC"}]}
 The PostgreSQL connection comes from the libpq environment (PGHOST, PGUSER, PGPASSWORD...).
 
+Started as root with --run-as USER (the role runs it so), it opens every DuckDB file read-only
+first - the seed keeps them in a 0750 directory of its own user that the database's OS user
+cannot read, and their permissions stay as they are - and then drops to USER (e.g. postgres,
+for a peer login over the socket) before it reads a row or connects to PostgreSQL.
+
 Steps, all or nothing:
   1. Every file is opened read-only and every source column is read (LIMIT 0) before anything
-     is written: a missing, unreadable or malformed file stops the run with exit code 2 and a
-     clear message, and PostgreSQL is not touched.
+     is written, and every target column must exist in PostgreSQL: a missing, unreadable or
+     malformed file, or a column missing on either side, stops the run with exit code 2 and a
+     clear message naming it, and nothing is written.
   2. In ONE PostgreSQL transaction, for each table: the DuckDB rows are loaded into a
      temporary staging table, then INSERT ... ON CONFLICT (key) DO NOTHING | DO UPDATE (only
      rows that differ are updated, so a re-run writes nothing).
@@ -31,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pwd
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -90,8 +97,14 @@ def _duck_select_list(spec: TableSpec, types: dict[str, str]) -> str:
     return ", ".join(parts)
 
 
-def inspect_source(spec: TableSpec) -> dict[str, Any]:
-    """Open the DuckDB file read-only and read the column types, count and sums. Read-only."""
+_CONNECTIONS: dict[str, Any] = {}
+
+
+def open_duckdb(spec: TableSpec):
+    """The file's read-only connection, opened once and kept open: opened while the process
+    may still read the file's directory (root), it stays usable after the privilege drop."""
+    if spec.file in _CONNECTIONS:
+        return _CONNECTIONS[spec.file]
     if not os.path.isfile(spec.file):
         raise MigrationInputError(f"{spec.name}: DuckDB file {spec.file} does not exist (or is not a file)")
     try:
@@ -100,28 +113,63 @@ def inspect_source(spec: TableSpec) -> dict[str, Any]:
         raise MigrationInputError(
             f"{spec.name}: {spec.file} is not a readable DuckDB database: {exc}"
         ) from exc
+    _CONNECTIONS[spec.file] = con
+    return con
+
+
+def close_duckdb() -> None:
+    while _CONNECTIONS:
+        _CONNECTIONS.popitem()[1].close()
+
+
+def drop_privileges(user: str) -> None:
+    """Become USER (groups, gid, uid) for good; a no-op when already running as USER."""
+    pw = pwd.getpwnam(user)
+    if os.geteuid() == pw.pw_uid:
+        return
+    if os.geteuid() != 0:
+        raise MigrationInputError(
+            f"--run-as {user}: only root can switch users (running as uid {os.geteuid()})"
+        )
+    os.setgroups(os.getgrouplist(user, pw.pw_gid))
+    os.setgid(pw.pw_gid)
+    os.setuid(pw.pw_uid)
+    os.environ["HOME"] = pw.pw_dir
+    os.chdir("/")
+
+
+def inspect_source(spec: TableSpec) -> dict[str, Any]:
+    """Read the column types, count and sums of the source table. Read-only."""
+    con = open_duckdb(spec)
+    exprs = ", ".join(f'({e}) AS "{t}"' for t, e in spec.columns.items())
     try:
-        exprs = ", ".join(f'({e}) AS "{t}"' for t, e in spec.columns.items())
+        described = con.execute(f"DESCRIBE SELECT {exprs} FROM {spec.source_table}").fetchall()  # noqa: S608
+    except duckdb.Error as exc:
         try:
-            described = con.execute(f"DESCRIBE SELECT {exprs} FROM {spec.source_table}").fetchall()  # noqa: S608
-        except duckdb.Error as exc:
-            raise MigrationInputError(
-                f"{spec.name}: cannot read columns {list(spec.columns.values())} of table "
-                f"{spec.source_table} in {spec.file}: {exc}"
-            ) from exc
-        types = {row[0]: row[1] for row in described}
-        sums = ", ".join(f"CAST(sum({spec.columns[c]}) AS VARCHAR)" for c in spec.sum_columns)
-        # Identifiers and expressions come from the operator's config, not from data.
-        row = con.execute(f"SELECT count(*){', ' + sums if sums else ''} FROM {spec.source_table}").fetchone()  # noqa: S608
-        if row is None:
-            raise MigrationInputError(f"{spec.name}: counting rows of {spec.source_table} returned nothing")
-        return {
-            "types": types,
-            "rows": int(row[0]),
-            "sums": {c: _norm_sum(v) for c, v in zip(spec.sum_columns, row[1:], strict=True)},
-        }
-    finally:
-        con.close()
+            have = [r[0] for r in con.execute(f"DESCRIBE {spec.source_table}").fetchall()]
+        except duckdb.Error:
+            have = None
+        where = (
+            f"table {spec.source_table} has columns {have}"
+            if have is not None
+            else f"there is no table {spec.source_table}"
+        )
+        raise MigrationInputError(
+            f"{spec.name}: cannot read {list(spec.columns.values())} from {spec.file}: {where} "
+            f"(set the mapping in duckdb_migration_tables, entry {spec.name!r}: source_table / columns)"
+            f" - {exc}"
+        ) from exc
+    types = {row[0]: row[1] for row in described}
+    sums = ", ".join(f"CAST(sum({spec.columns[c]}) AS VARCHAR)" for c in spec.sum_columns)
+    # Identifiers and expressions come from the operator's config, not from data.
+    row = con.execute(f"SELECT count(*){', ' + sums if sums else ''} FROM {spec.source_table}").fetchone()  # noqa: S608
+    if row is None:
+        raise MigrationInputError(f"{spec.name}: counting rows of {spec.source_table} returned nothing")
+    return {
+        "types": types,
+        "rows": int(row[0]),
+        "sums": {c: _norm_sum(v) for c, v in zip(spec.sum_columns, row[1:], strict=True)},
+    }
 
 
 def _norm_sum(value: Any) -> str:
@@ -144,13 +192,36 @@ def read_rows(spec: TableSpec, types: dict[str, str]):
     """Yield batches of converted rows from DuckDB (read-only)."""
     tz = ZoneInfo(spec.source_timezone)
     convs = [_converter(types[c], tz) for c in spec.columns]
-    con = duckdb.connect(spec.file, read_only=True)
+    cur = open_duckdb(spec).cursor()
     try:
-        cur = con.execute(f"SELECT {_duck_select_list(spec, types)} FROM {spec.source_table}")  # noqa: S608
+        cur.execute(f"SELECT {_duck_select_list(spec, types)} FROM {spec.source_table}")  # noqa: S608
         while batch := cur.fetchmany(BATCH_ROWS):
             yield [tuple(conv(v) for conv, v in zip(convs, r, strict=True)) for r in batch]
     finally:
-        con.close()
+        cur.close()
+
+
+def check_target(pg, spec: TableSpec) -> None:
+    """Every target column must exist in PostgreSQL before anything is written."""
+    with pg.cursor() as cur:
+        cur.execute(
+            "SELECT attname FROM pg_attribute"
+            " WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped",
+            (spec.target_table,),
+        )
+        have = [r[0] for r in cur.fetchall()]
+    if not have:
+        raise MigrationInputError(
+            f"{spec.name}: PostgreSQL has no table {spec.target_table} in this database "
+            f"(target_table of duckdb_migration_tables entry {spec.name!r};"
+            " the database is duckdb_migration_db_name)"
+        )
+    missing = [c for c in spec.columns if c not in have]
+    if missing:
+        raise MigrationInputError(
+            f"{spec.name}: PostgreSQL table {spec.target_table} has no column(s) {missing} (it has {have}); "
+            f"set the target column names in duckdb_migration_tables, entry {spec.name!r}: columns"
+        )
 
 
 def migrate_table(pg, spec: TableSpec, source: dict[str, Any]) -> dict[str, Any]:
@@ -251,10 +322,14 @@ def migrate_table(pg, spec: TableSpec, source: dict[str, Any]) -> dict[str, Any]
     return report
 
 
-def run(config_path: str, check_only: bool) -> dict[str, Any]:
+def run(config_path: str, check_only: bool, run_as: str | None = None) -> dict[str, Any]:
     with open(config_path, encoding="utf-8") as fh:
         config = json.load(fh)
     specs = [TableSpec.from_dict(t) for t in config["tables"]]
+    for s in specs:  # every file opened (as the starting user) before any privilege drop
+        open_duckdb(s)
+    if run_as:
+        drop_privileges(run_as)
     sources = {s.name: inspect_source(s) for s in specs}  # every file checked before any write
     if check_only:
         return {
@@ -272,6 +347,8 @@ def run(config_path: str, check_only: bool) -> dict[str, Any]:
         }
     pg = psycopg2.connect("")  # libpq environment: PGHOST, PGPORT, PGDATABASE, PGUSER, PGPASSWORD
     try:
+        for s in specs:  # every target checked before any write
+            check_target(pg, s)
         with pg:  # one transaction: everything or nothing
             reports = [migrate_table(pg, s, sources[s.name]) for s in specs]
     finally:
@@ -283,9 +360,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="JSON file listing the tables to migrate")
     parser.add_argument("--check-only", action="store_true", help="only read and check the DuckDB files")
+    parser.add_argument(
+        "--run-as",
+        metavar="USER",
+        help="started as root: open the DuckDB files, then become USER before reading or connecting",
+    )
     args = parser.parse_args()
     try:
-        result = run(args.config, args.check_only)
+        result = run(args.config, args.check_only, args.run_as)
     except MigrationInputError as exc:
         print(json.dumps({"changed": False, "error": "input", "message": str(exc)}))
         print(f"ERROR (nothing changed): {exc}", file=sys.stderr)
@@ -294,6 +376,8 @@ def main() -> int:
         print(json.dumps({"changed": False, "error": "verification", "message": str(exc)}))
         print(f"ERROR (rolled back, nothing changed): {exc}", file=sys.stderr)
         return EXIT_VERIFY
+    finally:
+        close_duckdb()
     print(json.dumps(result))
     return 0
 
