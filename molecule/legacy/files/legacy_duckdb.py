@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The seed's DuckDB side, for the legacy scenario (runs in the migration venv).
 
-  seed   --data DIR --players N --items M   create the two files with known rows (once)
+  seed   --data DIR --players N --items M [--count-column C]
+         create the two files with known rows (once); the player count column is C
+         ("count", as the live server's files call it, by default)
   write  --file F --kind player_counts|items --interval S   what the old services do:
          every S seconds open the file, write (a new player count at the local time, or
          touch an item), close it. Bounded by --max-runtime.
@@ -23,12 +25,14 @@ import duckdb
 T0 = datetime(2025, 6, 1)
 
 
-def seed(data: Path, players: int, items: int) -> None:
+def seed(data: Path, players: int, items: int, count_column: str = "count") -> None:
     data.mkdir(parents=True, exist_ok=True)
     pc = data / "player_counts.duckdb"
     if not pc.exists():
         with duckdb.connect(str(pc)) as con:
-            con.execute('CREATE TABLE player_counts ("timestamp" TIMESTAMP PRIMARY KEY, count INTEGER)')
+            con.execute(
+                f'CREATE TABLE player_counts ("timestamp" TIMESTAMP PRIMARY KEY, "{count_column}" INTEGER)'
+            )
             con.executemany(
                 "INSERT INTO player_counts VALUES (?, ?)",
                 [(T0 + timedelta(minutes=i), 50000 + (i * 7919) % 40000) for i in range(players)],
@@ -81,6 +85,7 @@ def main() -> None:
     s.add_argument("--data", type=Path, required=True)
     s.add_argument("--players", type=int, required=True)
     s.add_argument("--items", type=int, required=True)
+    s.add_argument("--count-column", default="count")
     w = sub.add_parser("write")
     w.add_argument("--file", type=Path, required=True)
     w.add_argument("--kind", choices=["player_counts", "items"], required=True)
@@ -88,7 +93,7 @@ def main() -> None:
     w.add_argument("--max-runtime", type=float, default=4 * 3600)
     args = parser.parse_args()
     if args.cmd == "seed":
-        seed(args.data, args.players, args.items)
+        seed(args.data, args.players, args.items, args.count_column)
     else:
         write(args.file, args.kind, args.interval, args.max_runtime)
 
