@@ -75,7 +75,9 @@ def test_timescaledb_still_the_full_edition(host):
 
 
 def test_collectors_write_the_database_the_ml_pipeline_reads(host, inference):
-    env = host.file("/etc/gept/collectors.env").content_string
+    env_file = host.file("/etc/gept/collectors.env")
+    assert env_file.exists, "the project's collectors are not installed"
+    env = env_file.content_string
     assert re.search(r"^GEPT_DB_NAME=osrs_data$", env, re.M), (
         "the collectors are not configured for osrs_data"
     )
