@@ -215,6 +215,18 @@ def test_apt_update_clean_now(host):
     assert out.rc == 0 and not bad, out.stdout
 
 
+def test_one_apt_entry_for_timescales_repository(host):
+    """The owner's timescaledb.list is adopted, not joined by a second entry for the same URI (on
+    the real server both name the host's codename and apt then refuses every list)."""
+    entries = host.check_output(
+        "apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 'Created-By: Packages' | sort -u"
+    ).splitlines()
+    uri = host.file(f"{STATE}/timescale-uri").content_string.strip()
+    timescale = [e for e in entries if e.split()[0].rstrip("/") == uri.rstrip("/")]
+    print(f"Timescale entries: {timescale}")
+    assert len(timescale) == 1, f"more than one apt entry for Timescale's repository: {timescale}"
+
+
 def test_https_reachable_from_outside(host):
     """From the gept-wan namespace (a client outside the host) to the host's address on that link."""
     assert host.check_output("ip netns exec gept-wan security-test-connect 172.31.251.1 443") == "open"
