@@ -99,22 +99,23 @@ def main() -> None:
                 if staleness > args.stale_after:
                     state["stale_count"] += 1
                     state["stale_reads"] = (
-                        state["stale_reads"] + [{"at": now_iso(), "newest": newest, "staleness": round(staleness, 1)}]
+                        state["stale_reads"]
+                        + [{"at": now_iso(), "newest": newest, "staleness": round(staleness, 1)}]
                     )[-KEEP:]
                 priced = [r for r in rows if r[2] is not None or r[3] is not None] or rows
                 item, _, high, low = priced[state["cycles"] % len(priced)]
                 cur.execute(
-                    "INSERT INTO predictions (item_id, horizon_minutes, predicted_high, predicted_low, confidence,"
-                    " model_version) VALUES (%s, %s, %s, %s, %s, %s)",
+                    "INSERT INTO predictions (item_id, horizon_minutes, predicted_high, predicted_low,"
+                    " confidence, model_version) VALUES (%s, %s, %s, %s, %s, %s)",
                     (item, 30, high, low, 0.5, "inference-standin"),
                 )
             db.commit()
             state["writes"] += 1
         except Exception as exc:  # noqa: BLE001  (every failure is recorded, then retried)
             state["error_count"] += 1
-            state["errors"] = (state["errors"] + [{"at": now_iso(), "error": f"{type(exc).__name__}: {exc}".strip()}])[
-                -KEEP:
-            ]
+            state["errors"] = (
+                state["errors"] + [{"at": now_iso(), "error": f"{type(exc).__name__}: {exc}".strip()}]
+            )[-KEEP:]
             if db is not None:
                 try:
                     db.close()

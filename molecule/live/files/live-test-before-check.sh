@@ -65,7 +65,7 @@ PY
 
 iptables -C INPUT -j REJECT --reject-with icmp-host-prohibited || fail "Oracle's REJECT is not loaded"
 echo "iptables: Oracle's INPUT REJECT loaded"
-pgrep -f 'osrs_collector_pg\.py' >/dev/null || fail "legacy process not running"
+pgrep -f '^[^ ]*python[0-9.]* ([^ ]+ )*[^ ]*osrs_collector_pg\.py( |$)' >/dev/null || fail "legacy process not running"
 crontab -l -u root | grep -q osrs_collector_pg.py || fail "no cron line"
 echo "legacy: process running, cron line present"
 systemctl is-active --quiet osrs-player-counts.service osrs-items.service || fail "DuckDB writers"

@@ -22,14 +22,17 @@ BEFORE = f"{STATE}/before"
 WINDOW = 300  # live_test_window_seconds (host_vars)
 DUCKDB_PLAYER_ROWS = 2000  # live_test_duckdb_player_rows
 DUCKDB_ITEM_ROWS = 60  # live_test_duckdb_item_rows
-COLUMNS = "item_id, \"timestamp\", avg_high_price, high_price_volume, avg_low_price, low_price_volume"
+COMPOSE = "docker compose -f /home/ubuntu/osrs_collector/docker-compose.yml"
+COLUMNS = 'item_id, "timestamp", avg_high_price, high_price_volume, avg_low_price, low_price_volume'
 OLD_PORTS = (9100, 9101, 9102, 9103, 8080)
 APT_STEPS = ("prepare", "site", "stop_legacy", "cutover", "migrate_duckdb")
 
 
 def psql(host, sql: str) -> str:
     """Run SQL (a script on stdin, \\copy allowed) as postgres in osrs_data; return stdout."""
-    cmd = host.run("PGTZ=UTC runuser -u postgres -- psql -d osrs_data -XAtq -v ON_ERROR_STOP=1 <<'SQL'\n" + sql + "\nSQL")
+    cmd = host.run(
+        "PGTZ=UTC runuser -u postgres -- psql -d osrs_data -XAtq -v ON_ERROR_STOP=1 <<'SQL'\n" + sql + "\nSQL"
+    )
     assert cmd.rc == 0, cmd.stderr
     return cmd.stdout.strip()
 
@@ -46,7 +49,9 @@ def marks(host) -> dict:
 def checksums(host, marks) -> tuple[dict, dict]:
     before = json.loads(host.file(f"{BEFORE}/checksums.json").content_string)
     args = " ".join(f"-v {k}={v}" for k, v in marks.items())
-    out = host.run(f"PGTZ=UTC runuser -u postgres -- psql -d osrs_data -X -q -At {args} -f {STATE}/live_checksums.sql")
+    out = host.run(
+        f"PGTZ=UTC runuser -u postgres -- psql -d osrs_data -X -q -At {args} -f {STATE}/live_checksums.sql"
+    )
     assert out.rc == 0, out.stderr
     return before, json.loads(out.stdout)
 
@@ -70,8 +75,12 @@ def test_timescaledb_still_the_full_edition(host):
 
 
 def test_collectors_write_the_database_the_ml_pipeline_reads(host, inference):
-    env = host.file("/etc/gept/collectors.env").content_string
-    assert re.search(r"^GEPT_DB_NAME=osrs_data$", env, re.M), "the collectors are not configured for osrs_data"
+    env_file = host.file("/etc/gept/collectors.env")
+    assert env_file.exists, "the project's collectors are not installed"
+    env = env_file.content_string
+    assert re.search(r"^GEPT_DB_NAME=osrs_data$", env, re.M), (
+        "the collectors are not configured for osrs_data"
+    )
     assert_running(host, "gept-collector-fivemin.service")
     sessions = psql(
         host,
@@ -83,15 +92,17 @@ def test_collectors_write_the_database_the_ml_pipeline_reads(host, inference):
     assert "osrs_data:gept-" in sessions, "no collector session in osrs_data"
     # The compose collectors are stopped: what is newest now, the project's collectors wrote,
     # and the inference stand-in read it.
-    running = host.run(
-        "docker compose -f /home/ubuntu/osrs_collector/docker-compose.yml ps --status running --format '{{.Service}}'"
-    ).stdout.split()
+    running = host.run(f"{COMPOSE} ps --status running --format '{{{{.Service}}}}'").stdout.split()
     assert not [s for s in running if s != "dashboard"], f"compose collectors still running: {running}"
     newest = int(psql(host, 'SELECT extract(epoch FROM max("timestamp"))::bigint FROM price_data_5min'))
-    stopped = int(host.check_output("date -d \"$(docker inspect -f '{{.State.FinishedAt}}' osrs-5m-collector)\" +%s"))
+    stopped = int(
+        host.check_output("date -d \"$(docker inspect -f '{{.State.FinishedAt}}' osrs-5m-collector)\" +%s")
+    )
     assert newest + WINDOW > stopped, "no window newer than the compose collectors' last was written"
     read = max(inference["newest_timestamps"])
-    assert read >= newest - WINDOW, f"the inference stand-in's newest read ({read}) lags the newest window ({newest})"
+    assert read >= newest - WINDOW, (
+        f"the inference stand-in's newest read ({read}) lags the newest window ({newest})"
+    )
 
 
 # --- the data -------------------------------------------------------------------------------
@@ -117,13 +128,16 @@ def test_every_original_row_still_there_with_equal_values(host, marks):
               high_price_volume bigint, avg_low_price bigint, low_price_volume bigint);
             \\copy before FROM '{BEFORE}/price_data_5min.csv' WITH (FORMAT csv)
             SELECT (SELECT count(*) FROM before),
-                   (SELECT count(*) FROM (SELECT * FROM before EXCEPT SELECT {COLUMNS} FROM price_data_5min) AS lost),
+                   (SELECT count(*) FROM (SELECT * FROM before
+                                          EXCEPT SELECT {COLUMNS} FROM price_data_5min) AS lost),
                    (SELECT count(*) FROM (SELECT {COLUMNS} FROM price_data_5min
                                           WHERE "timestamp" <= to_timestamp({marks["cutoff"]})
                                           EXCEPT SELECT * FROM before) AS foreign_rows);""",
     )
     rows, lost, foreign_rows = (int(x) for x in out.split("|"))
-    print(f"before: {rows} distinct rows; lost {lost}; rows with other values in the old windows {foreign_rows}")
+    print(
+        f"before: {rows} distinct rows; lost {lost}; rows with other values in the old windows {foreign_rows}"
+    )
     assert rows > 0
     assert lost == 0, f"{lost} original rows are gone or changed"
     assert foreign_rows == 0, f"{foreign_rows} rows with other values appeared in the windows before the run"
@@ -157,10 +171,13 @@ def test_duckdb_rows_in_osrs_data(host):
     players = psql(
         host,
         f"""SELECT count(*) FROM generate_series(0, {DUCKDB_PLAYER_ROWS - 1}) AS i
-            JOIN player_counts AS p ON p."timestamp" = timestamptz '2025-06-01 00:00:00+00' + make_interval(mins => i)
-                                   AND p.count = 50000 + (i * 7919) % 40000""",
+            JOIN player_counts AS p
+              ON p."timestamp" = timestamptz '2025-06-01 00:00:00+00' + make_interval(mins => i)
+             AND p.count = 50000 + (i * 7919) % 40000""",
     )
-    items = psql(host, f"SELECT count(*) FROM items WHERE id BETWEEN 900000 AND {900000 + DUCKDB_ITEM_ROWS - 1}")
+    items = psql(
+        host, f"SELECT count(*) FROM items WHERE id BETWEEN 900000 AND {900000 + DUCKDB_ITEM_ROWS - 1}"
+    )
     assert (int(players), int(items)) == (DUCKDB_PLAYER_ROWS, DUCKDB_ITEM_ROWS)
 
 
@@ -168,7 +185,8 @@ def test_duckdb_rows_in_osrs_data(host):
 def test_inference_saw_no_error_and_no_stale_read(host, inference):
     assert_running(host, "osrs-inference.service")
     print(
-        f"inference stand-in since {inference['started']}: {inference['reads']} reads, {inference['writes']} writes,"
+        f"inference stand-in since {inference['started']}: {inference['reads']} reads,"
+        f" {inference['writes']} writes,"
         f" worst staleness {inference['worst_staleness_seconds']} s (at {inference['worst_staleness_at']}),"
         f" {inference['error_count']} errors, {inference['stale_count']} stale reads"
     )
@@ -176,7 +194,10 @@ def test_inference_saw_no_error_and_no_stale_read(host, inference):
     assert inference["stale_count"] == 0, inference["stale_reads"]
     assert inference["reads"] > 0 and inference["writes"] > 0
     # Still reading now (the state file is rewritten every cycle).
-    assert wait_for(host, "test $(( $(date +%s) - $(stat -c %Y /var/lib/osrs-inference/state.json) )) -lt 60").rc == 0
+    assert (
+        wait_for(host, "test $(( $(date +%s) - $(stat -c %Y /var/lib/osrs-inference/state.json) )) -lt 60").rc
+        == 0
+    )
 
 
 # --- the host ---------------------------------------------------------------------------------
@@ -192,6 +213,18 @@ def test_apt_update_clean_now(host):
     out = host.run("apt-get update 2>&1")
     bad = [line for line in out.stdout.splitlines() if re.match(r"^(W|E|Err):", line)]
     assert out.rc == 0 and not bad, out.stdout
+
+
+def test_one_apt_entry_for_timescales_repository(host):
+    """The owner's timescaledb.list is adopted, not joined by a second entry for the same URI (on
+    the real server both name the host's codename and apt then refuses every list)."""
+    entries = host.check_output(
+        "apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 'Created-By: Packages' | sort -u"
+    ).splitlines()
+    uri = host.file(f"{STATE}/timescale-uri").content_string.strip()
+    timescale = [e for e in entries if e.split()[0].rstrip("/") == uri.rstrip("/")]
+    print(f"Timescale entries: {timescale}")
+    assert len(timescale) == 1, f"more than one apt entry for Timescale's repository: {timescale}"
 
 
 def test_https_reachable_from_outside(host):
@@ -213,5 +246,6 @@ def test_old_stack_ports_belong_to_the_project_now(host):
 
 
 def test_legacy_process_gone(host):
-    assert host.run("pgrep -f 'osrs_collector_pg\\.py'").rc == 1
+    procs = host.run("pgrep -af '^[^ ]*python[0-9.]* ([^ ]+ )*[^ ]*osrs_collector_pg\\.py( |$)'")
+    assert procs.rc == 1, f"legacy processes still running:\n{procs.stdout}"
     assert "osrs_collector_pg.py" not in host.run("crontab -l -u root").stdout

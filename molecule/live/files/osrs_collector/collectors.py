@@ -55,7 +55,7 @@ def connect():
 
 
 def fetch(url: str) -> bytes:
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})  # noqa: S310  (configured URL)
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310  (configured URL)
         return response.read()
 
@@ -92,7 +92,14 @@ def serve_metrics(port: int, routes: dict | None = None) -> None:
 def rows_of(window: dict, ts: int) -> list[tuple]:
     at = datetime.fromtimestamp(ts, UTC)
     return [
-        (int(i), at, d.get("avgHighPrice"), d.get("highPriceVolume"), d.get("avgLowPrice"), d.get("lowPriceVolume"))
+        (
+            int(i),
+            at,
+            d.get("avgHighPrice"),
+            d.get("highPriceVolume"),
+            d.get("avgLowPrice"),
+            d.get("lowPriceVolume"),
+        )
         for i, d in window.get("data", {}).items()
     ]
 
@@ -114,7 +121,7 @@ class FiveMinute:
                 rows = rows_of(window, ts)
                 execute_values(
                     cur,
-                    "INSERT INTO price_data_5min (item_id, \"timestamp\", avg_high_price, high_price_volume,"
+                    'INSERT INTO price_data_5min (item_id, "timestamp", avg_high_price, high_price_volume,'
                     " avg_low_price, low_price_volume) VALUES %s",
                     rows,
                     page_size=1000,
@@ -132,7 +139,10 @@ def latest_cycle(db) -> int:
     def at(v):
         return datetime.fromtimestamp(v, UTC) if v else None
 
-    rows = [(int(i), minute, d.get("high"), at(d.get("highTime")), d.get("low"), at(d.get("lowTime"))) for i, d in data.items()]
+    rows = [
+        (int(i), minute, d.get("high"), at(d.get("highTime")), d.get("low"), at(d.get("lowTime")))
+        for i, d in data.items()
+    ]
     with db.cursor() as cur:
         execute_values(
             cur,
@@ -205,7 +215,9 @@ def dashboard() -> None:
         time.sleep(8)
         return 200, "".join(f"osrs_dashboard_{k} {v}\n" for k, v in STATS.items())
 
-    serve_metrics(int(os.environ.get("METRICS_PORT", "8080")), {"/health": health, "/": index, "/metrics": slow_metrics})
+    serve_metrics(
+        int(os.environ.get("METRICS_PORT", "8080")), {"/health": health, "/": index, "/metrics": slow_metrics}
+    )
     while True:
         time.sleep(3600)
 
