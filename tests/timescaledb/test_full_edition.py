@@ -9,6 +9,7 @@ policies would do (refresh_continuous_aggregate) directly.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -77,10 +78,10 @@ def test_runner_applies_each_migration_once(conn, gept_db):
     )
 
 
-def gept_db_migrations():
-    from conftest import MIGRATIONS
-
-    return MIGRATIONS
+def gept_db_migrations() -> Path:
+    # The path itself, not `from conftest import ...`: another area's conftest.py may come
+    # first on sys.path in one pytest session.
+    return Path(__file__).resolve().parents[2] / "roles" / "timescaledb" / "files" / "migrations"
 
 
 def test_rendered_full_edition_sql_is_the_full_set(render_sql):
