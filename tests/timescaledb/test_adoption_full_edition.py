@@ -1,5 +1,5 @@
 """The full edition's SQL (hypertables, compression, retention, aggregates) on the adopted seed
-database, in PGlite with TimescaleDB's TSL: price_data_5min, a plain table with rows and no key,
+database, on the real PostgreSQL 17 + TimescaleDB full (TSL) engine (tests/support/timescaledb.py): price_data_5min, a plain table with rows and no key,
 is never converted, compressed or aggregated by the role, and each of those is reported as
 skipped with its reason; a plain table bigger than timescaledb_hypertable_convert_max_mb stays
 plain too; the ML tables never change; once the separate key step has run, the same SQL
@@ -12,18 +12,34 @@ from typing import Any
 
 import psycopg2
 import pytest
-from conftest import MIGRATIONS, RESET_SQL
-from support import adopted_db
+from support import adopted_db, timescaledb
 from support.adopted_db import duplicate_rows, ml_fingerprint
 
-pytestmark = [pytest.mark.pglite, pytest.mark.slow]
+pytestmark = [pytest.mark.timescaledb, pytest.mark.slow]
+MIGRATIONS = adopted_db.ROOT / "roles" / "timescaledb" / "files" / "migrations"
+# What an earlier test left in the shared engine: aggregates, tables (their policies go with
+# them) and the adoption's function. The extension stays.
+RESET_SQL = """
+DO $$
+DECLARE r record;
+BEGIN
+    FOR r IN SELECT view_name FROM timescaledb_information.continuous_aggregates LOOP
+        EXECUTE format('DROP MATERIALIZED VIEW public.%I CASCADE', r.view_name);
+    END LOOP;
+    FOR r IN SELECT tablename FROM pg_tables WHERE schemaname = 'public' LOOP
+        EXECUTE format('DROP TABLE IF EXISTS public.%I CASCADE', r.tablename);
+    END LOOP;
+    DROP FUNCTION IF EXISTS public.gept_sync_column_pairs();
+END
+$$
+"""
 FULL = ["10-hypertables.sql", "20-compression.sql", "30-retention.sql", "40-aggregates.sql"]
 
 
 @pytest.fixture
-def seeded(pglite: dict[str, Any], gept_db: Any) -> Iterator[Any]:
-    """The seed's schema and rows (duplicates included) in the full-edition engine."""
-    conn = psycopg2.connect(**pglite)
+def seeded(gept_db: Any) -> Iterator[Any]:
+    """The seed's schema and rows (duplicates included) in a fresh database of the full-edition engine."""
+    conn = psycopg2.connect(**timescaledb.shared().database("gept_adoption_full"))
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute(RESET_SQL)
@@ -36,9 +52,9 @@ def seeded(pglite: dict[str, Any], gept_db: Any) -> Iterator[Any]:
 
 
 def _build_in(conn: Any, gept_db: Any) -> None:
-    """The seed's schema, migrated while empty (PGlite, a single process, cannot build an index
-    CONCURRENTLY; tests/timescaledb/test_adoption.py covers that path on PostgreSQL), then its
-    rows, written with the seed's column names."""
+    """The seed's schema, migrated while empty (tests/timescaledb/test_adoption.py covers the
+    migration of filled tables, with its CONCURRENTLY index builds), then its rows, written with
+    the seed's column names."""
     with conn.cursor() as cur:
         cur.execute(adopted_db.seed_sql(with_timescaledb=True))
     conn.autocommit = False
@@ -137,7 +153,7 @@ def test_adopted_plain_tables_are_reported_not_converted(seeded, gept_db, render
 
     # The separate step: duplicates out, key in; then the same SQL converts it, compresses its
     # old chunks and builds the aggregates.
-    # (PGlite cannot build CONCURRENTLY: the blocking variant, for a maintenance window.)
+    # (The blocking variant, for a maintenance window; test_adoption.py covers the concurrent one.)
     report = gept_db.add_key(conn, "price_data_5min", ["item_id", "timestamp"], apply=True, concurrent=False)
     assert report["changes"][0] == "price_data_5min: 25 duplicate row(s) deleted"
     conn.autocommit = True

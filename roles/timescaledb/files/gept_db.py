@@ -3,7 +3,7 @@
 
 Installed on the database host by the timescaledb role and run as the postgres OS user (peer
 authentication over the local socket). The controller tests import this same file and point
-it at a test server (PGlite / PostgreSQL on 127.0.0.1), so there is one code path.
+it at a test server (PostgreSQL with TimescaleDB in a throwaway container), so there is one code path.
 
   gept_db.py migrate --dbname gept --dir /usr/local/lib/gept-timescaledb/migrations
       Applies every files/migrations/NNN_name.sql not yet in public.schema_migrations, in
