@@ -1,9 +1,9 @@
 """The full edition's SQL (hypertables, compression, retention, aggregates) on the adopted seed
-database, on the real PostgreSQL 17 + TimescaleDB full (TSL) engine (tests/support/timescaledb.py): price_data_5min, a plain table with rows and no key,
-is never converted, compressed or aggregated by the role, and each of those is reported as
-skipped with its reason; a plain table bigger than timescaledb_hypertable_convert_max_mb stays
-plain too; the ML tables never change; once the separate key step has run, the same SQL
-converts it. A re-run changes nothing."""
+database, on the real PostgreSQL 17 + TimescaleDB full (TSL) engine (tests/support/timescaledb.py):
+price_data_5min, a plain table with rows and no key, is never converted, compressed or aggregated
+by the role, and each of those is reported as skipped with its reason; a plain table bigger than
+timescaledb_hypertable_convert_max_mb stays plain too; the ML tables never change; once the
+separate key step has run, the same SQL converts it. A re-run changes nothing."""
 
 from __future__ import annotations
 
