@@ -146,12 +146,12 @@ def test_prometheus_node_job_reads_node_exporter(host):
     query = "count(node_filesystem_avail_bytes{job=%22node%22})"
     got = wait_for(
         host,
-        f"curl -fsS 'http://127.0.0.1:9090/prometheus/api/v1/query?query={query}' | grep -q '\"value\"'",
+        f"curl -gfsS 'http://127.0.0.1:9090/prometheus/api/v1/query?query={query}' | grep -q '\"value\"'",
         attempts=20,
         delay=3,
     )
     assert got.rc == 0, "Prometheus's node job has no node_filesystem_avail_bytes series"
-    up = host.run("curl -fsS 'http://127.0.0.1:9090/prometheus/api/v1/query?query=up{job=%22node%22}'")
+    up = host.run("curl -gfsS 'http://127.0.0.1:9090/prometheus/api/v1/query?query=up{job=%22node%22}'")
     assert '"1"]' in up.stdout, up.stdout
 
 
