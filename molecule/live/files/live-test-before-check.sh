@@ -35,8 +35,8 @@ done
 
 running=$(docker compose -f $app/docker-compose.yml ps --status running --format '{{.Service}}/{{.Name}}' | sort | tr '\n' ' ')
 echo "compose (running): $running"
-for c in ge-5m-collector/osrs-5m-collector ge-latest-collector/osrs-latest-collector ge-1h-collector/osrs-1h-collector \
-	ge-news-collector/osrs-news-collector dashboard/osrs-dashboard; do
+for c in ge-5m-collector/osrs-5m-collector ge-1m-collector/osrs-1m-collector ge-1h-collector/osrs-1h-collector \
+	ge-news-collector/osrs-news-collector ge-dashboard/osrs-dashboard; do
 	[[ " $running " == *" $c "* ]] || fail "$c is not running"
 done
 for p in 9100 9101 9102 9103 8080; do
