@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # Molecule scenarios CI runs, in order.
-SCENARIOS ?= default legacy bookworm adopt
+SCENARIOS ?= default legacy bookworm adopt live
 
 .PHONY: help setup lint lint-ansible lint-yaml lint-python syntax unit molecule test demo demo-down clean
 

@@ -1,7 +1,7 @@
 """Each Molecule scenario CI runs, as one test: create -> converge -> idempotence (changed=0)
 -> verify (Testinfra) -> destroy, containers removed also on failure.
 
-Select with GEPT_SCENARIOS="default legacy bookworm adopt" (the default) or skip them all with
+Select with GEPT_SCENARIOS="default legacy bookworm adopt live" (the default) or skip them all with
 `pytest -m "not molecule"`. Molecule's own output streams live so a long run shows progress.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCENARIOS = os.environ.get("GEPT_SCENARIOS", "default legacy bookworm adopt").split()
+SCENARIOS = os.environ.get("GEPT_SCENARIOS", "default legacy bookworm adopt live").split()
 
 
 @pytest.mark.molecule
