@@ -17,22 +17,6 @@ from support.adopted_db import duplicate_rows, ml_fingerprint
 
 pytestmark = [pytest.mark.timescaledb, pytest.mark.slow]
 MIGRATIONS = adopted_db.ROOT / "roles" / "timescaledb" / "files" / "migrations"
-# What an earlier test left in the shared engine: aggregates, tables (their policies go with
-# them) and the adoption's function. The extension stays.
-RESET_SQL = """
-DO $$
-DECLARE r record;
-BEGIN
-    FOR r IN SELECT view_name FROM timescaledb_information.continuous_aggregates LOOP
-        EXECUTE format('DROP MATERIALIZED VIEW public.%I CASCADE', r.view_name);
-    END LOOP;
-    FOR r IN SELECT tablename FROM pg_tables WHERE schemaname = 'public' LOOP
-        EXECUTE format('DROP TABLE IF EXISTS public.%I CASCADE', r.tablename);
-    END LOOP;
-    DROP FUNCTION IF EXISTS public.gept_sync_column_pairs();
-END
-$$
-"""
 FULL = ["10-hypertables.sql", "20-compression.sql", "30-retention.sql", "40-aggregates.sql"]
 
 
@@ -42,7 +26,6 @@ def seeded(gept_db: Any) -> Iterator[Any]:
     conn = psycopg2.connect(**timescaledb.shared().database("gept_adoption_full"))
     conn.autocommit = True
     with conn.cursor() as cur:
-        cur.execute(RESET_SQL)
         cur.execute("DROP ROLE IF EXISTS osrs_user")
     try:
         _build_in(conn, gept_db)
