@@ -6,13 +6,11 @@ it lacks, and write both the seed's and the project's column names. The ML table
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import time
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from collectors_support import (
@@ -24,20 +22,12 @@ from collectors_support import (
     query,
     wait_until,
 )
-from support import adopted_db
+from support import adopted_db, modules
 from support.adopted_db import duplicate_rows, ml_fingerprint
 
 pytestmark = pytest.mark.postgres
 
 ROLE_FILES = Path(__file__).resolve().parents[2] / "roles" / "timescaledb" / "files"
-
-
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -48,7 +38,7 @@ def osrs_data(pg: PgCluster, request: pytest.FixtureRequest) -> str:
     now = int(time.time())
     request.node.old_windows = list(range(now - 30, now - 12))
     adopted_db.build(adopted_db.connector("127.0.0.1", pg.port, pg.password), name, request.node.old_windows)
-    gept_db = _load("gept_db", ROLE_FILES / "gept_db.py")
+    gept_db = modules.load("gept_db", ROLE_FILES / "gept_db.py")
     conn = pg.connect(name)
     conn.autocommit = False
     with closing(conn):

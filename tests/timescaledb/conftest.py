@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -22,7 +21,7 @@ from typing import Any
 
 import psycopg2
 import pytest
-from support import timescaledb
+from support import modules, timescaledb
 
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "timescaledb"
@@ -44,17 +43,9 @@ $$
 """
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="session")
 def gept_db() -> ModuleType:
-    return _load("gept_db", ROLE / "files" / "gept_db.py")
+    return modules.load("gept_db", ROLE / "files" / "gept_db.py")
 
 
 @pytest.fixture(scope="session")

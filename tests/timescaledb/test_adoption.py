@@ -17,7 +17,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extras
 import pytest
-from support import adopted_db
+from support import adopted_db, modules
 from support.adopted_db import ML_PASSWORD, ML_USER, duplicate_rows, ml_fingerprint
 from support.pg import PgCluster
 
@@ -176,17 +176,11 @@ def test_old_and_new_writers_land_in_both_names(cluster, osrs_data, gept_db):
     # The project's collectors (gept_collector, the project's names, their own statements).
     conn = cluster.connect(osrs_data, user=COLLECTOR, password=COLLECTOR_PASSWORD)
     with closing(conn), conn.cursor() as cur:
-        import importlib.util  # noqa: PLC0415
-
-        spec = importlib.util.spec_from_file_location(
-            "collector_items", adopted_db.ROOT / "files" / "collectors" / "collector_items.py"
-        )
-        assert spec and spec.loader
-        items = importlib.util.module_from_spec(spec)
         import sys  # noqa: PLC0415
 
-        sys.path.insert(0, str(adopted_db.ROOT / "files" / "collectors"))
-        spec.loader.exec_module(items)
+        collectors = adopted_db.ROOT / "files" / "collectors"
+        sys.path.insert(0, str(collectors))
+        items = modules.load("collector_items", collectors / "collector_items.py")
         psycopg2.extras.execute_values(
             cur,
             items.UPSERT,
