@@ -60,6 +60,9 @@ scripts/timed.sh "base image bookworm" env GEPT_BASE_SUITE=bookworm scripts/buil
 # signed, as a stand-in for Timescale's apt repository on the Docker bridge address.
 scripts/timed.sh "build timescaledb-2.29.2 pg17" scripts/build-timescaledb.sh 2.29.2 17 trixie
 scripts/timed.sh "build timescaledb-2.28.3 pg15" scripts/build-timescaledb.sh 2.28.3 15 bookworm
+# The same release for 17: pg_upgradecluster needs the old cluster's TimescaleDB version built
+# for the new major too (playbooks/upgrade_postgresql.yml, proved in the live scenario).
+scripts/timed.sh "build timescaledb-2.28.3 pg17" scripts/build-timescaledb.sh 2.28.3 17 trixie
 scripts/timescaledb-apt-repo.sh
 
 # --- Demo/test vault (random secrets, encrypted, git-ignored) ----------------------------
