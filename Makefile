@@ -6,8 +6,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
-# Molecule scenarios CI runs, in order.
-SCENARIOS ?= default legacy bookworm adopt live
+# Molecule scenarios CI runs, longest first: each lane takes the next one when its last one ends.
+SCENARIOS ?= live bookworm legacy default adopt
+# How many scenarios run side by side (tests/support/scenarios.py).
+SCENARIO_LANES ?= 2
 
 .PHONY: help setup lint lint-ansible lint-yaml lint-python syntax unit molecule test demo demo-down clean
 
@@ -49,7 +51,7 @@ test: ## what CI runs: setup, lint, then one pytest session (controller tests, t
 	@mkdir -p $(dir $(STAGES_FILE)) && : > $(STAGES_FILE)
 	@scripts/timed.sh setup $(MAKE) --no-print-directory setup
 	@scripts/timed.sh lint $(MAKE) --no-print-directory lint
-	GEPT_SCENARIOS="$(SCENARIOS)" pytest tests
+	GEPT_SCENARIOS="$(SCENARIOS)" GEPT_SCENARIO_LANES=$(SCENARIO_LANES) pytest tests
 
 demo: setup ## boot the local demo host and run site.yml against it
 	scripts/demo.sh up

@@ -5,12 +5,12 @@ import time
 from pathlib import Path
 
 import pytest
+from support import scenarios
 
 # Stage timings (printed when `make test` sets GEPT_STAGES_FILE): the stages before pytest
 # (setup, builds, lint) are recorded there by scripts/timed.sh; the session adds its own
-# (controller tests, each Molecule scenario).
+# (controller tests, the Molecule scenarios' wall time and each scenario's own time).
 STAGES_FILE = os.environ.get("GEPT_STAGES_FILE", "")
-_stages: dict[str, float] = {}
 _clock = {"session": 0.0, "controller_end": 0.0}
 
 
@@ -26,17 +26,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
-    is_scenario = item.get_closest_marker("molecule") is not None
-    if is_scenario and not _clock["controller_end"]:
+    if item.get_closest_marker("molecule") is not None and not _clock["controller_end"]:
         _clock["controller_end"] = time.monotonic()
-    start = time.monotonic()
-    try:
-        return (yield)
-    finally:
-        if is_scenario:
-            scenario = getattr(item, "callspec", None)
-            name = scenario.params.get("scenario", item.name) if scenario else item.name
-            _stages[f"molecule {name}"] = time.monotonic() - start
+    return (yield)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
@@ -53,8 +45,18 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
                 rows.append((parts[0], float(parts[1]), parts[2]))
     controller_end = _clock["controller_end"] or end
     rows.append(("controller tests", controller_end - _clock["session"], ""))
-    rows.extend((name, secs, "") for name, secs in _stages.items())
+    # The scenarios run side by side: each one's own time is shown, and the lanes' wall time
+    # is what counts towards the total.
+    lanes = scenarios.current()
+    parallel: list[tuple[str, float, str]] = []
+    if lanes is not None:
+        for outcome in lanes.outcomes.values():
+            if outcome.done.is_set() and outcome.started:
+                status = "timed out" if outcome.timed_out else ("ok" if outcome.returncode == 0 else "failed")
+                parallel.append((f"  molecule {outcome.scenario}", outcome.seconds, status))
+        wall = (lanes.ended or end) - lanes.started
+        rows.append((f"molecule scenarios ({lanes.lanes} lanes, wall time)", wall, ""))
     terminalreporter.section("stage timings")
-    for name, secs, status in rows:
+    for name, secs, status in rows + parallel:
         terminalreporter.write_line(f"{name:<44} {secs / 60:6.1f} min {status}")
     terminalreporter.write_line(f"{'total':<44} {sum(r[1] for r in rows) / 60:6.1f} min")

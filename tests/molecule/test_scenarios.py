@@ -1,30 +1,35 @@
 """Each Molecule scenario CI runs, as one test: create -> converge -> idempotence (changed=0)
 -> verify (Testinfra) -> destroy, containers removed also on failure.
 
-Select with GEPT_SCENARIOS="default legacy bookworm adopt live" (the default) or skip them all with
-`pytest -m "not molecule"`. Molecule's own output streams live so a long run shows progress.
+The scenarios run side by side, GEPT_SCENARIO_LANES at a time (default 2), each lane taking
+the next scenario in GEPT_SCENARIOS' order when its last one ends (tests/support/scenarios.py):
+list the longest first. Select with GEPT_SCENARIOS="live bookworm legacy default adopt" (the
+default) or skip them all with `pytest -m "not molecule"`. Molecule's output streams live, each
+line prefixed with its scenario, and is kept whole in .cache/molecule-logs/<scenario>.log.
 """
 
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+from support import scenarios
 
 ROOT = Path(__file__).resolve().parents[2]
-SCENARIOS = os.environ.get("GEPT_SCENARIOS", "default legacy bookworm adopt live").split()
+SCENARIOS = os.environ.get("GEPT_SCENARIOS", "live bookworm legacy default adopt").split()
+LANES = int(os.environ.get("GEPT_SCENARIO_LANES", "2"))
+# A scenario that hangs is killed and fails rather than eat CI's budget.
+TIMEOUT_S = float(os.environ.get("GEPT_SCENARIO_TIMEOUT_MIN", "40")) * 60
 
 
 @pytest.mark.molecule
 @pytest.mark.slow
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_molecule_scenario(scenario: str, capfd: pytest.CaptureFixture[str]) -> None:
+def test_molecule_scenario(scenario: str) -> None:
     if not (ROOT / "molecule" / scenario / "molecule.yml").is_file():
         pytest.fail(f"molecule scenario {scenario!r} does not exist")
-    molecule = shutil.which("molecule") or str(ROOT / ".venv" / "bin" / "molecule")
-    with capfd.disabled():
-        print(f"\n=== molecule test -s {scenario} ===", flush=True)
-        # Bounded: a scenario that hangs is killed and fails rather than eat CI's budget.
-        result = subprocess.run([molecule, "test", "-s", scenario], cwd=ROOT, timeout=40 * 60, check=False)
-    assert result.returncode == 0, f"molecule test -s {scenario} exited {result.returncode}"
+    missing = [s for s in SCENARIOS if not (ROOT / "molecule" / s / "molecule.yml").is_file()]
+    outcome = scenarios.runner([s for s in SCENARIOS if s not in missing], LANES, TIMEOUT_S).wait(scenario)
+    what = f"molecule test -s {scenario}"
+    if outcome.timed_out:
+        pytest.fail(f"{what} ran over {TIMEOUT_S / 60:g} min and was killed (log: {outcome.log})")
+    assert outcome.returncode == 0, f"{what} exited {outcome.returncode} (log: {outcome.log})"

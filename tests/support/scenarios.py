@@ -1,0 +1,165 @@
+"""Run Molecule scenarios side by side: a fixed number of lanes, each taking the next scenario
+in the given order when its last one ends.
+
+On two cores a scenario spends much of its time waiting (package scripts, systemd, the real
+5-minute windows of the `live` and `legacy` scenarios), so two lanes finish the same scenarios
+in far less wall time than one (docs/benchmarks.md, "CI stages"). Every scenario has its own
+container, apt archive and Molecule state, so they do not share anything but the machine.
+
+Each scenario's output streams live, every line prefixed with `[scenario]`, and is kept whole
+in `.cache/molecule-logs/<scenario>.log`. A scenario that runs past its bound is killed (its
+whole process group) and its containers destroyed, so a hang fails rather than eats CI's budget.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+LOG_DIR = ROOT / ".cache" / "molecule-logs"
+
+
+@dataclass
+class Outcome:
+    """What one scenario's `molecule test` did."""
+
+    scenario: str
+    returncode: int | None = None
+    started: float = 0.0
+    ended: float = 0.0
+    timed_out: bool = False
+    log: Path = field(default_factory=Path)
+    done: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def seconds(self) -> float:
+        return self.ended - self.started
+
+
+class ScenarioRunner:
+    """Start `molecule test -s S` for every scenario, `lanes` at a time, in order."""
+
+    def __init__(self, scenarios: list[str], lanes: int, timeout_s: float) -> None:
+        if lanes < 1:
+            raise ValueError(f"lanes must be at least 1, got {lanes}")
+        self.scenarios = scenarios
+        self.lanes = lanes
+        self.timeout_s = timeout_s
+        self.outcomes = {s: Outcome(s, log=LOG_DIR / f"{s}.log") for s in scenarios}
+        self._next = 0
+        self._lock = threading.Lock()
+        self._print_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self.started = 0.0
+        self.ended = 0.0
+
+    def start(self) -> None:
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        self.started = time.monotonic()
+        for lane in range(min(self.lanes, len(self.scenarios))):
+            thread = threading.Thread(target=self._lane, name=f"molecule-lane-{lane}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def wait(self, scenario: str) -> Outcome:
+        outcome = self.outcomes[scenario]
+        # Bounded: every scenario is killed at its own bound, so this cannot wait longer
+        # than all of them in one lane.
+        outcome.done.wait(timeout=self.timeout_s * len(self.scenarios) + 600)
+        return outcome
+
+    def _take(self) -> str | None:
+        with self._lock:
+            if self._next >= len(self.scenarios):
+                return None
+            scenario = self.scenarios[self._next]
+            self._next += 1
+            return scenario
+
+    def _lane(self) -> None:
+        while (scenario := self._take()) is not None:
+            outcome = self.outcomes[scenario]
+            try:
+                self._run(outcome)
+            finally:
+                outcome.done.set()
+                if all(o.done.is_set() for o in self.outcomes.values()):
+                    self.ended = time.monotonic()
+
+    def _say(self, scenario: str, line: str) -> None:
+        with self._print_lock:
+            sys.__stdout__.write(f"[{scenario}] {line}")
+            sys.__stdout__.flush()
+
+    def _run(self, outcome: Outcome) -> None:
+        scenario = outcome.scenario
+        molecule = shutil.which("molecule") or str(ROOT / ".venv" / "bin" / "molecule")
+        outcome.started = time.monotonic()
+        self._say(scenario, f"=== molecule test -s {scenario} (log: {outcome.log}) ===\n")
+        with outcome.log.open("w") as log:
+            proc = subprocess.Popen(
+                [molecule, "test", "-s", scenario],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                errors="replace",
+                start_new_session=True,
+            )
+
+            def kill() -> None:
+                outcome.timed_out = True
+                self._say(scenario, f"!!! over {self.timeout_s / 60:g} min: killing it\n")
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+            timer = threading.Timer(self.timeout_s, kill)
+            timer.start()
+            try:
+                assert proc.stdout is not None
+                for line in proc.stdout:
+                    log.write(line)
+                    self._say(scenario, line)
+                outcome.returncode = proc.wait()
+            finally:
+                timer.cancel()
+        outcome.ended = time.monotonic()
+        minutes = outcome.seconds / 60
+        self._say(scenario, f"=== {scenario}: exit {outcome.returncode} after {minutes:.1f} min ===\n")
+        if outcome.timed_out:
+            # Molecule's own destroy never ran: remove the scenario's containers (bounded).
+            subprocess.run(
+                [molecule, "destroy", "-s", scenario],
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=300,
+                check=False,
+            )
+
+
+_runner: ScenarioRunner | None = None
+
+
+def runner(scenarios: list[str], lanes: int, timeout_s: float) -> ScenarioRunner:
+    """The session's one runner, started on first use."""
+    global _runner
+    if _runner is None:
+        _runner = ScenarioRunner(scenarios, lanes, timeout_s)
+        _runner.start()
+    return _runner
+
+
+def current() -> ScenarioRunner | None:
+    return _runner
