@@ -87,7 +87,7 @@ def gept_db_migrations() -> Path:
 
 def test_rendered_full_edition_sql_is_the_full_set(render_sql):
     sql = render_sql()
-    assert sorted(sql) == sorted([*FULL, "logins.sql"])  # logins.sql: either edition
+    assert sorted(sql) == sorted([*FULL, "logins.sql", "privileges.sql"])  # these two: either edition
     assert "compress_segmentby = 'item_id'" in sql["20-compression.sql"]
     assert "compress_orderby = '\"timestamp\" DESC'" in sql["20-compression.sql"]
 

@@ -23,6 +23,7 @@ import timescaledb_tune  # noqa: E402  (the very module the role's filter uses)
 
 PG_UNIT = f"postgresql@{PG_MAJOR}-main"
 DB = "gept"
+SQL_DIR = "/etc/gept/timescaledb"
 HYPERTABLES = {"price_data_5min", "prices_latest_1m", "prices_1h", "player_counts"}
 # An item id no real item has, so the tests' rows are theirs alone (and removed after).
 TEST_ITEM = 990001
@@ -187,6 +188,31 @@ def test_exporter_role_is_pg_monitor(host):
     assert q(host, "SELECT pg_has_role('gept_exporter', 'pg_monitor', 'MEMBER')") == "t"
     assert q(host, "SELECT has_table_privilege('gept_exporter', 'price_data_5min', 'SELECT')") == "t"
     assert q(host, "SELECT has_table_privilege('gept_exporter', 'price_data_5min', 'INSERT')") == "f"
+
+
+def test_only_the_login_roles_connect_and_nobody_creates_in_public(host):
+    assert q(host, "SELECT has_database_privilege('public', current_database(), 'CONNECT')") == "f"
+    assert q(host, "SELECT has_database_privilege('public', current_database(), 'TEMPORARY')") == "f"
+    assert q(host, "SELECT has_schema_privilege('public', 'public', 'CREATE')") == "f"
+    rows = q(
+        host,
+        "SELECT rolname, rolcanlogin,"
+        " rolsuper OR rolcreatedb OR rolcreaterole OR rolreplication OR rolbypassrls, rolconnlimit"
+        " FROM pg_roles WHERE rolname IN ('gept_collector', 'gept_readonly', 'gept_exporter')"
+        " ORDER BY rolname",
+    )
+    assert rows.splitlines() == ["gept_collector|t|f|40", "gept_exporter|t|f|5", "gept_readonly|t|f|20"]
+    staging = "CREATE TEMP TABLE gept_test_staging (x int) ON COMMIT DROP"  # as the collectors stage COPY
+    assert as_user(host, "gept_collector", staging).rc == 0
+
+
+def test_login_passwords_are_not_written_to_the_host(host):
+    """login_roles.sql reaches gept_db.py on stdin: none of the role's files holds a password."""
+    assert not host.file(f"{SQL_DIR}/login_roles.sql").exists
+    for user in ("gept_collector", "gept_readonly"):  # the passwords PgBouncer knows
+        pw = bouncer_password(host, user)
+        found = host.run(f"grep -rlF -- {shlex.quote(pw)} {SQL_DIR} /usr/local/lib/gept-timescaledb")
+        assert found.rc == 1, found.stdout
 
 
 def test_pgbouncer_stats_user(host):
