@@ -3,12 +3,23 @@ tests below molecule/). The pattern: when a service is not what a test expects, 
 journal before failing, so a red CI run says why."""
 
 import os
+from pathlib import Path
 
 import pytest
+import yaml
 
 # The PostgreSQL major the scenario's host runs (gept_postgresql_version): 17 unless the
 # scenario's verifier env says otherwise (the bookworm scenario: 15).
 PG_MAJOR = os.environ.get("GEPT_PG_MAJOR", "17")
+
+GROUP_VARS_ALL = Path(__file__).resolve().parents[1] / "group_vars" / "all" / "main.yml"
+
+
+def collectors_catalogue() -> list[dict]:
+    """The collector catalogue (group_vars/all gept_collectors), each entry with its port
+    (gept_ports[port_name]) as the roles derive it: what the tests expect on the host."""
+    group_vars = yaml.safe_load(GROUP_VARS_ALL.read_text(encoding="utf-8"))
+    return [{**c, "port": group_vars["gept_ports"][c["port_name"]]} for c in group_vars["gept_collectors"]]
 
 
 def _journal(host, unit: str, lines: int = 60) -> str:

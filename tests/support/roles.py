@@ -23,3 +23,10 @@ def duckdb_migration_tables() -> dict[str, dict[str, Any]]:
         t["name"]: {k: v for k, v in t.items() if k != "file"}
         for t in role_defaults("duckdb_migration")["duckdb_migration_tables"]
     }
+
+
+def collectors_catalogue() -> list[dict[str, Any]]:
+    """The collector catalogue (group_vars/all gept_collectors), each entry with its port
+    (gept_ports[port_name]) as the roles derive it."""
+    group_vars = yaml.safe_load((ROOT / "group_vars" / "all" / "main.yml").read_text())
+    return [{**c, "port": group_vars["gept_ports"][c["port_name"]]} for c in group_vars["gept_collectors"]]

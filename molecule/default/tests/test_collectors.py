@@ -6,25 +6,13 @@ import json
 import re
 
 import pytest
-from conftest import assert_running, wait_for
+from conftest import assert_running, collectors_catalogue, wait_for
 
-COLLECTORS = {
-    "latest": 9201,
-    "fivemin": 9202,
-    "hourly": 9203,
-    "news": 9204,
-    "playercount": 9205,
-    "items": 9206,
-}
-UNITS = [f"gept-collector-{name}" for name in COLLECTORS] + ["gept-dashboard"]
-TABLES = {
-    "latest": "prices_latest_1m",
-    "fivemin": "price_data_5min",
-    "hourly": "prices_1h",
-    "news": "osrs_news",
-    "playercount": "player_counts",
-    "items": "items",
-}
+CATALOGUE = collectors_catalogue()
+COLLECTORS = {c["name"]: c["port"] for c in CATALOGUE if c["kind"] == "collector"}
+UNITS = [c["unit"] for c in CATALOGUE]
+TABLES = {c["name"]: c["table"]["name"] for c in CATALOGUE if c["kind"] == "collector"}
+DASHBOARD = f"127.0.0.1:{next(c['port'] for c in CATALOGUE if c['kind'] == 'dashboard')}"
 EXPOSURE_MAX = 2.0
 
 
@@ -113,7 +101,8 @@ def test_rows_arrive_from_the_replay(host, name):
 def test_fivemin_ledger_has_no_gap(host):
     wait_for(
         host,
-        "curl -fsS http://127.0.0.1:9202/metrics | grep -q '^gept_fivemin_missing_windows 0.0'",
+        f"curl -fsS http://127.0.0.1:{COLLECTORS['fivemin']}/metrics"
+        " | grep -q '^gept_fivemin_missing_windows 0.0'",
         attempts=60,
         delay=2,
     )
@@ -128,22 +117,22 @@ def test_fivemin_ledger_has_no_gap(host):
 
 
 def test_dashboard_health_and_status(host):
-    out = wait_for(host, "curl -fsS http://127.0.0.1:8080/health", attempts=30, delay=2)
+    out = wait_for(host, f"curl -fsS http://{DASHBOARD}/health", attempts=30, delay=2)
     assert out.rc == 0 and out.stdout.startswith("ok"), out.stdout
-    status = json.loads(host.run("curl -fsS http://127.0.0.1:8080/api/status").stdout)
+    status = json.loads(host.run(f"curl -fsS http://{DASHBOARD}/api/status").stdout)
     assert status["database"]["ok"]
     assert {c["collector"] for c in status["collectors"] if c["up"]} == set(COLLECTORS)
-    page = host.run("curl -fsS http://127.0.0.1:8080/").stdout
+    page = host.run(f"curl -fsS http://{DASHBOARD}/").stdout
     assert "price_data_5min" in page
-    assert "gept_dashboard_requests_total" in host.run("curl -fsS http://127.0.0.1:8080/metrics").stdout
-    assert host.socket("tcp://127.0.0.1:8080").is_listening
+    assert "gept_dashboard_requests_total" in host.run(f"curl -fsS http://{DASHBOARD}/metrics").stdout
+    assert host.socket(f"tcp://{DASHBOARD}").is_listening
 
 
 def test_dashboard_panels_on_timescaledb(host):
     """The TimescaleDB panels the controller (no TimescaleDB) cannot show: hypertables with
     their chunks, the jobs view readable by the read-only role, and the data filesystem and
     Alertmanager (where deployed) reached from inside the dashboard's sandbox."""
-    status = json.loads(host.run("curl -fsS http://127.0.0.1:8080/api/status").stdout)
+    status = json.loads(host.run(f"curl -fsS http://{DASHBOARD}/api/status").stdout)
     storage = status["storage"]
     assert "error" not in storage, storage
     assert storage["edition"] in ("apache", "full") and storage["timescaledb"]
@@ -161,7 +150,7 @@ def test_dashboard_panels_on_timescaledb(host):
         assert not alerts["ok"] and alerts["error"], alerts
     five = next(s for s in status["coverage"]["series"] if s["series"] == "5m")
     assert five["counts"].get("stored", 0) >= 1, five
-    headers = host.run("curl -fsS -D - -o /dev/null http://127.0.0.1:8080/").stdout
+    headers = host.run(f"curl -fsS -D - -o /dev/null http://{DASHBOARD}/").stdout
     assert "Content-Security-Policy: default-src 'none'" in headers, headers
 
 

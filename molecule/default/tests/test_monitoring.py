@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import pytest
-from conftest import assert_running, wait_for
+from conftest import assert_running, collectors_catalogue, wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "roles" / "alertmanager" / "filter_plugins"))
 from alertmanager_features import alertmanager_features  # noqa: E402  (the role's own decision)
@@ -31,8 +31,10 @@ GRAFANA_PROVISIONING = "/etc/grafana/provisioning"
 SCENARIO = os.environ.get("MOLECULE_SCENARIO_NAME", "default")
 FULL_STACK = SCENARIO == "default"
 
-COLLECTORS = ["latest", "fivemin", "hourly", "news", "playercount", "items"]
-# Scrape job -> systemd unit behind it.
+CATALOGUE = collectors_catalogue()
+COLLECTORS = [c["name"] for c in CATALOGUE if c["kind"] == "collector"]
+# Scrape job -> systemd unit behind it (a collector's job is gept-collector-<name>, the
+# dashboard's its unit name).
 JOBS = {
     "prometheus": "prometheus",
     "alertmanager": "prometheus-alertmanager",
@@ -40,7 +42,7 @@ JOBS = {
     "postgres": "prometheus-postgres-exporter",
     "pgbouncer": "prometheus-pgbouncer-exporter",
     **{f"gept-collector-{c}": f"gept-collector-{c}" for c in COLLECTORS},
-    "gept-dashboard": "gept-dashboard",
+    **{c["unit"]: c["unit"] for c in CATALOGUE if c["kind"] == "dashboard"},
 }
 
 
