@@ -595,8 +595,8 @@ class Mover:
         del old
 
     def estimate_interval_bytes(self, start: Any, end: Any) -> int:
-        """An upper bound of what the interval takes uncompressed in the new table: its share
-        of the old table's size by the timestamp's statistics, plus the key's index."""
+        """An upper bound of what the interval takes on disk while it is moved: its share of the
+        old table's size by the timestamp's statistics, plus the key's index."""
         rows = self.one(
             sql.SQL(
                 'EXPLAIN (FORMAT JSON) SELECT 1 FROM {} WHERE "timestamp" >= %s AND "timestamp" < %s'
@@ -607,7 +607,9 @@ class Mover:
             "SELECT pg_relation_size(oid), greatest(reltuples, 1) FROM pg_class WHERE oid = %s::regclass",
             (f"public.{self.table}",),
         )
-        return int(rows * (size / tuples + 40)) + 64 * 1024 * 1024
+        # Heap share twice (the copy, and the sort by key that may spill to temporary files on
+        # the same disk) plus the key's index entries.
+        return int(rows * (2 * size / tuples + 40)) + 64 * 1024 * 1024
 
     def move_interval(self, disk: Disk, row: dict[str, Any], index: int, total: int) -> None:
         t, new = self.table, self.new
