@@ -77,6 +77,7 @@ CREATE TABLE IF NOT EXISTS public.gept_history_state (
     disk_used_peak      bigint,
     table_bytes_before  bigint,
     table_bytes_after   bigint,
+    new_bytes_peak      bigint,                          -- the keyed table's largest size during the move
     message             text
 );
 CREATE TABLE IF NOT EXISTS public.gept_history_intervals (
@@ -652,6 +653,12 @@ class Mover:
                     start,
                 ),
             )
+            # The keyed table at its largest: this interval still uncompressed, the rest compressed.
+            self.exec(
+                "UPDATE public.gept_history_state SET new_bytes_peak = greatest(coalesce(new_bytes_peak, 0),"
+                " hypertable_size(%s::regclass)) WHERE table_name = %s",
+                (f"public.{new}", t),
+            )
             self.conn.commit()
             self.conn.autocommit = True
             self.rows_done_run += old_f["rows"]
@@ -1042,6 +1049,7 @@ class Mover:
                 "threshold_percent",
                 "table_bytes_before",
                 "table_bytes_after",
+                "new_bytes_peak",
                 "message",
             ):
                 out[k] = float(state[k]) if k == "threshold_percent" else state[k]
