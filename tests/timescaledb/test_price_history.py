@@ -380,9 +380,16 @@ def test_disk_threshold_pauses_then_stops_and_rollback_restores(server: timescal
     assert code == 0 and result["phase"] == "swapped", out
     with closing(connect(server, db)) as conn, conn.cursor() as cur:
         cur.execute("INSERT INTO price_data_5min VALUES (1, date_trunc('minute', now()), 7, 7, 7, 7)")
+        # What the role adds once the table is a hypertable: a continuous aggregate on it.
+        cur.execute(
+            "CREATE MATERIALIZED VIEW hourly WITH (timescaledb.continuous) AS SELECT item_id,"
+            " time_bucket('1 hour', \"timestamp\") AS bucket, count(*) AS n FROM price_data_5min GROUP BY "
+            "1, 2"
+        )
     code, result, out = run(server, db, "rollback")
     assert code == 0, out
     assert "1 row(s) written since the swap copied back" in out
+    assert "continuous aggregate public.hourly on the keyed table dropped" in out
     assert scalar(server, db, "SELECT count(*) FROM price_data_5min") == raw + 1
     assert (
         scalar(

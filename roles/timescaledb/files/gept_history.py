@@ -411,9 +411,10 @@ class Mover:
             c for c, _ in self.columns(self.table if self.regclass(self.table) else self.old) if c not in KEY
         ]
 
-    def _figures(self, source: sql.Composable, cols: list[str], dedupe: bool, start: Any, end: Any) -> dict:
-        """Counts and sums of `source` over [start, end); with dedupe, also of the surplus
-        duplicates (row_number over the key in storage order) and the kept rows."""
+    def _figures_query(
+        self, source: sql.Composable, cols: list[str], dedupe: bool
+    ) -> tuple[sql.Composed, list]:
+        """The query of `_figures` (parameters: start, end) and its numeric columns."""
         allcols = [*KEY, *cols]
         rowhash = sql.SQL("hashtextextended(ROW({})::text, 0)::numeric").format(
             sql.SQL(", ").join(map(q, allcols))
@@ -439,10 +440,12 @@ class Mover:
                 " SELECT {cols}, {rowhash} AS h, 1 AS rn FROM {src}"
                 ' WHERE "timestamp" >= %s AND "timestamp" < %s) s'
             )
-        row = self.one(
-            query.format(sums=sums, cols=sql.SQL(", ").join(map(q, allcols)), rowhash=rowhash, src=source),
-            (start, end),
-        )
+        return query.format(
+            sums=sums, cols=sql.SQL(", ").join(map(q, allcols)), rowhash=rowhash, src=source
+        ), numeric
+
+    @staticmethod
+    def _figures_row(row: Any, numeric: list[str]) -> dict:
         out = {
             "rows": row[0],
             "duplicates": row[1],
@@ -452,6 +455,25 @@ class Mover:
         }
         out.update({c: str(v or 0) for c, v in zip(numeric, row[5:], strict=True)})
         return out
+
+    def _figures(self, source: sql.Composable, cols: list[str], dedupe: bool, start: Any, end: Any) -> dict:
+        """Counts and sums of `source` over [start, end); with dedupe, also of the surplus
+        duplicates (row_number over the key in storage order) and the kept rows."""
+        query, numeric = self._figures_query(source, cols, dedupe)
+        return self._figures_row(self.one(query, (start, end)), numeric)
+
+    def _compare(self, start: Any, end: Any) -> tuple[dict, dict]:
+        """The original (de-duplicated) and the keyed table over [start, end), in ONE statement:
+        one snapshot, so a write committed meanwhile (in both, by the triggers) is in both or
+        in neither."""
+        cols = self.value_columns()
+        old_q, numeric = self._figures_query(q(self.table), cols, True)
+        new_q, _ = self._figures_query(q(self.new), cols, False)
+        row = self.one(
+            sql.SQL("SELECT * FROM ({}) a CROSS JOIN ({}) b").format(old_q, new_q), (start, end, start, end)
+        )
+        width = 5 + len(numeric)
+        return self._figures_row(row[:width], numeric), self._figures_row(row[width:], numeric)
 
     @staticmethod
     def _same(old: dict, new: dict) -> bool:
@@ -629,8 +651,7 @@ class Mover:
                 ).format(new=q(new), cols=cols, t=q(t)),
                 (start, end),
             )
-            old_f = self._figures(q(t), self.value_columns(), True, start, end)
-            new_f = self._figures(q(new), self.value_columns(), False, start, end)
+            old_f, new_f = self._compare(start, end)
             if not self._same(old_f, new_f):
                 self.conn.rollback()
                 raise HistoryError(
@@ -712,25 +733,18 @@ class Mover:
         """Every interval compared again (the old table minus its duplicates = the new one)."""
         rows = self.intervals()
         for i, row in enumerate(rows, 1):
-            old_f = self._figures(
-                q(self.table), self.value_columns(), True, row["range_start"], row["range_end"]
-            )
-            new_f = self._figures(
-                q(self.new), self.value_columns(), False, row["range_start"], row["range_end"]
-            )
+            old_f, new_f = self._compare(row["range_start"], row["range_end"])
             if not self._same(old_f, new_f):
                 raise HistoryError(
                     f"final check, interval {row['range_start']}: old {old_f}, new {new_f} differ; "
-                    "nothing was "
-                    "swapped or dropped (run `rollback`, or look at the rows of that interval)"
+                    "nothing was swapped or dropped (run `rollback`, or look at the rows of that interval)"
                 )
             if i % 10 == 0 or i == len(rows):
                 log(f"final check: {i}/{len(rows)} intervals equal")
         # Rows newer than the last interval (written during the move) went to both tables.
         last = rows[-1]["range_end"] if rows else None
         if last is not None:
-            old_f = self._figures(q(self.table), self.value_columns(), True, last, "infinity")
-            new_f = self._figures(q(self.new), self.value_columns(), False, last, "infinity")
+            old_f, new_f = self._compare(last, "infinity")
             if not self._same(old_f, new_f):
                 raise HistoryError(
                     f"final check after {last}: old {old_f}, new {new_f} differ; nothing was swapped"
@@ -892,6 +906,8 @@ class Mover:
                 )
                 self.wait_for_room(disk, int(raw[0] if raw else 0) + 64 * 1024 * 1024, label)
             self.conn.autocommit = False
+            # One snapshot for the counts before and after (a collector may add a row meanwhile).
+            self.exec("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             if chunk and chunk[1]:
                 self.exec("SELECT decompress_chunk(%s::regclass, if_compressed => true)", (chunk[0],))
             before = self._figures(q(t), self.value_columns(), True, start, end)
@@ -1108,9 +1124,18 @@ class Mover:
                 ),
                 (self._since_swap_from(),),
             )  # fmt: skip
-            self.exec(
-                sql.SQL("DROP TABLE {}").format(q(t))
-            )  # the keyed copy (its index names are free again)
+            # Continuous aggregates the role made on the keyed table go with it (derived data;
+            # the role makes none while the table is plain again).
+            for (agg,) in self.all(
+                "SELECT format('%%I.%%I', view_schema, view_name)"
+                " FROM timescaledb_information.continuous_aggregates"
+                " WHERE hypertable_schema = 'public' AND hypertable_name = %s",
+                (t,),
+            ):
+                self.exec(sql.SQL("DROP MATERIALIZED VIEW {}").format(sql.SQL(agg)))
+                log(f"rollback: continuous aggregate {agg} on the keyed table dropped")
+            # The keyed copy goes (its index names are free again).
+            self.exec(sql.SQL("DROP TABLE {}").format(q(t)))
             self.exec(sql.SQL("ALTER TABLE {} RENAME TO {}").format(q(old), q(t)))
             for (idx,) in self.all(
                 "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE "
