@@ -217,6 +217,47 @@ def check_backups(cfg: dict[str, Any]) -> list[Check]:
     return checks
 
 
+def check_history(textfile_dir: str) -> list[Check]:
+    """The price history move (gept_history.py's gept_history_* textfile metrics), while it
+    runs and once it is done; nothing when it never ran."""
+    by_table: dict[str, dict[str, float]] = {}
+    for name, labels, value in read_textfile_metrics(textfile_dir):
+        if name.startswith("gept_history_"):
+            key = name[len("gept_history_") :] + (f"_{labels['state']}" if "state" in labels else "")
+            by_table.setdefault(labels.get("table", "?"), {})[key] = value
+    checks = []
+    for table, m in sorted(by_table.items()):
+        age = time.time() - m.get("last_update_timestamp_seconds", 0)
+        done, total = int(m.get("intervals_done", 0)), int(m.get("intervals_total", 0))
+        figures = (
+            f"intervals {done}/{total}, {int(m.get('rows_moved', 0))} rows, "
+            f"{int(m.get('duplicate_rows', 0))} "
+            f"duplicates, disk peak {100 * m.get('disk_used_ratio_peak', 0):.1f}%"
+        )
+        if m.get("done") == 1:
+            checks.append(Check("database", f"price history {table}", OK, f"keyed hypertable; {figures}"))
+        elif m.get("paused") == 1:
+            checks.append(
+                Check("database", f"price history {table}", WARN, f"PAUSED for disk room; {figures}")
+            )
+        elif age > 3600:
+            checks.append(
+                Check("database", f"price history {table}", WARN, f"stopped {_age(age)} ago; {figures}")
+            )
+        else:
+            eta = m.get("eta_seconds", -1)
+            checks.append(
+                Check(
+                    "database",
+                    f"price history {table}",
+                    INFO,
+                    f"moving: {figures}, {m.get('rows_per_second', 0):,.0f} rows/s"
+                    + (f", ETA {_age(eta)}" if eta >= 0 else ""),
+                )
+            )
+    return checks
+
+
 def check_alerts(cfg: dict[str, Any]) -> list[Check]:
     url = cfg.get("url")
     if not url:
@@ -253,6 +294,7 @@ def gather(cfg: dict[str, Any]) -> list[Check]:
         + check_data(cfg.get("tables", {}))
         + check_disk(cfg.get("disk", {}))
         + (check_backups(cfg["backups"]) if cfg.get("backups") else [])
+        + (check_history(cfg["backups"]["textfile_dir"]) if cfg.get("backups") else [])
         + check_alerts(cfg.get("alertmanager", {}))
     )
 
