@@ -4,6 +4,7 @@ point) by its path: the tests run the very code the roles install."""
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -13,5 +14,7 @@ def load(name: str, path: Path) -> ModuleType:
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec and spec.loader, f"cannot import {path}"
     module = importlib.util.module_from_spec(spec)
+    # Registered first: a dataclass in the module looks its own module up while it is defined.
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module

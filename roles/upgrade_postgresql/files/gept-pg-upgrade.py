@@ -45,6 +45,7 @@ STEPS = [
     "finish",
 ]
 PROM = "gept-postgresql-upgrade.prom"
+LOCAL_FACT = Path("/etc/ansible/facts.d/gept_postgresql.fact")
 
 
 class Refusal(Exception):
@@ -124,6 +125,21 @@ def set_start_conf(version: str, name: str, mode: str) -> bool:
         f"# Automatic startup of this cluster: auto, manual or disabled (set by the GePT upgrade).\n{mode}\n"
     )
     run(["systemctl", "daemon-reload"])
+    return True
+
+
+def carry_local_fact(cluster: str, old: str, new: str, path: Path = LOCAL_FACT) -> bool:
+    """The timescaledb role's note of the cluster it manages (/etc/ansible/facts.d/
+    gept_postgresql.fact: version, cluster, origin) follows the cluster to its new major:
+    pg_upgradecluster carries the owner's configuration over, so an adopted cluster stays
+    adopted (its pg_hba lines kept, no restart without leave)."""
+    if not path.exists():
+        return False
+    fact = json.loads(path.read_text())
+    if str(fact.get("version")) != old or fact.get("cluster") != cluster:
+        return False
+    fact["version"] = new
+    path.write_text(json.dumps(fact, indent=4) + "\n")
     return True
 
 
@@ -556,6 +572,8 @@ def cmd_finish(args: argparse.Namespace) -> dict[str, Any]:
         if set_start_conf(args.old, args.cluster, "manual"):
             changed.append(f"{args.old}/{args.cluster} autostart off")
         run(["systemctl", "disable", f"postgresql@{args.old}-{args.cluster}.service"], check=False)
+    if carry_local_fact(args.cluster, args.old, args.new):
+        changed.append(f"local fact gept_postgresql: version {args.new}")
     st = State(args)
     if st.data.get("state") != "done":
         st.data.setdefault("from", args.old)
@@ -617,6 +635,7 @@ def cmd_rollback(args: argparse.Namespace) -> dict[str, Any]:
     set_start_conf(args.old, args.cluster, "auto")
     run(["systemctl", "enable", f"postgresql@{args.old}-{args.cluster}.service"], check=False)
     run(["systemctl", "start", f"postgresql@{args.old}-{args.cluster}.service"])
+    carry_local_fact(args.cluster, args.new, args.old)
     st.mark("rollback_done")
     st.log_window(
         {
