@@ -110,6 +110,63 @@ def find(cl: list[dict[str, Any]], version: str, name: str) -> dict[str, Any] | 
     return next((c for c in cl if c["version"] == version and c["cluster"] == name), None)
 
 
+def free_port(cl: list[dict[str, Any]], port: int) -> int:
+    """The first port above `port` no cluster is set to (where a cluster put aside goes, so
+    two clusters never share the port at boot)."""
+    used = {c["port"] for c in cl}
+    while port in used:
+        port += 1
+    return port
+
+
+ASIDE = "99-gept-upgrade-aside.conf"
+
+
+def set_aside_port(version: str, name: str, port: int | None) -> bool:
+    """Set (or with None, remove) the port of a cluster put aside, in a conf.d file that sorts
+    last: the timescaledb role's conf.d/40-gept-base.conf names gept_db_port and overrides
+    postgresql.conf, where pg_upgradecluster and pg_conftool set the port."""
+    conf_d = Path(f"/etc/postgresql/{version}/{name}/conf.d")
+    path = conf_d / ASIDE
+    if port is None:
+        if path.exists():
+            path.unlink()
+            return True
+        return False
+    text = f"# This cluster is put aside by the PostgreSQL major upgrade (autostart off).\nport = {port}\n"
+    if path.exists() and path.read_text() == text:
+        return False
+    conf_d.mkdir(exist_ok=True)
+    path.write_text(text)
+    shutil.chown(path, "postgres", "postgres")
+    path.chmod(0o644)
+    return True
+
+
+def carry_conf_d(old: str, new: str, name: str) -> list[str]:
+    """pg_upgradecluster copies postgresql.conf, pg_hba.conf and pg_ident.conf but not conf.d:
+    the owner's and the project's settings there (base, tuning, archiving) go with the cluster."""
+    src, dst = Path(f"/etc/postgresql/{old}/{name}/conf.d"), Path(f"/etc/postgresql/{new}/{name}/conf.d")
+    copied = []
+    if not src.is_dir():
+        return copied
+    dst.mkdir(exist_ok=True)
+    for f in sorted(src.glob("*.conf")):
+        if f.name == ASIDE or (dst / f.name).exists():
+            continue
+        shutil.copy2(f, dst / f.name)
+        shutil.chown(dst / f.name, "postgres", "postgres")
+        copied.append(f.name)
+    return copied
+
+
+def conf_port(version: str, name: str) -> int | None:
+    m = re.search(
+        r"^\s*port\s*=\s*(\d+)", Path(f"/etc/postgresql/{version}/{name}/postgresql.conf").read_text(), re.M
+    )
+    return int(m.group(1)) if m else None
+
+
 def start_conf(version: str, name: str) -> str:
     path = Path(f"/etc/postgresql/{version}/{name}/start.conf")
     if not path.exists():
@@ -467,8 +524,10 @@ def cmd_upgrade(args: argparse.Namespace) -> dict[str, Any]:
     st.mark("cluster_down")
     st.save()
     started = time.time()
-    proc = run(["pg_upgradecluster", "-v", args.new, "-m", method, args.old, args.cluster], check=False)
-    st.mark("cluster_up")
+    # --no-start: the configuration is completed before the new cluster first starts.
+    proc = run(
+        ["pg_upgradecluster", "-v", args.new, "-m", method, "--no-start", args.old, args.cluster], check=False
+    )
     st.data.setdefault("measured", {})["pg_upgradecluster_seconds"] = round(time.time() - started, 1)
     log = st.dir / "pg_upgradecluster.log"
     log.write_text(proc.stdout + proc.stderr)
@@ -476,11 +535,19 @@ def cmd_upgrade(args: argparse.Namespace) -> dict[str, Any]:
         st.data["state"] = "failed"
         st.save()
         raise RuntimeError(f"pg_upgradecluster failed ({proc.returncode}), see {log}:\n{proc.stderr[-3000:]}")
+    copied = carry_conf_d(args.old, args.new, args.cluster)
+    aside = conf_port(args.old, args.cluster) or free_port(clusters(), args.port)
+    set_aside_port(args.old, args.cluster, aside if aside != args.port else free_port(clusters(), args.port))
+    run(["systemctl", "daemon-reload"])
+    run(["systemctl", "start", f"postgresql@{args.new}-{args.cluster}.service"])
+    st.mark("cluster_up")
+    st.data["measured"]["cluster_start_seconds"] = round(time.time() - started, 1)
     st.step("upgrade")
     st.save()
     return {
         "seconds": st.data["measured"]["pg_upgradecluster_seconds"],
         "log": str(log),
+        "conf_d_copied": copied,
         "clusters": clusters(),
     }
 
@@ -488,20 +555,26 @@ def cmd_upgrade(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_extension(args: argparse.Namespace) -> dict[str, Any]:
     st = State(args)
     updated = {}
+    # Read where no TimescaleDB is loaded: once the package holds only the newer library, a
+    # session in a database still at the old version fails on its first statement unless that
+    # statement is the ALTER EXTENSION ... UPDATE itself.
+    newest = psql(
+        args.port,
+        "postgres",
+        "SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'",
+    )
     for db in databases(args.port):
-        row = psql(
-            args.port,
-            db,
-            "SELECT e.extversion || ' ' || a.default_version FROM pg_extension e JOIN "
-            "pg_available_extensions a ON a.name = e.extname WHERE e.extname = 'timescaledb'",
-        )
-        if not row:
+        try:
+            have = psql(args.port, db, "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")
+        except RuntimeError as exc:
+            if 'could not access file "$libdir/timescaledb-' not in str(exc):
+                raise
+            have = re.search(r'timescaledb-([0-9][^"]*)"', str(exc)).group(1)
+        if not have or have == newest:
             continue
-        have, newest = row.split()
-        if have != newest:
-            # The first statement of a fresh session: no psqlrc, nothing else loads the old library.
-            psql(args.port, db, "ALTER EXTENSION timescaledb UPDATE")
-            updated[db] = f"{have} -> {newest}"
+        # The first statement of a fresh session: no psqlrc, nothing else loads the old library.
+        psql(args.port, db, "ALTER EXTENSION timescaledb UPDATE")
+        updated[db] = f"{have} -> {newest}"
     if "extension" not in st.data.get("steps_done", []) and st.data:
         st.mark("extension_updated")
         m = st.data["marks"]
@@ -571,6 +644,11 @@ def cmd_finish(args: argparse.Namespace) -> dict[str, Any]:
             changed.append(f"stopped {args.old}/{args.cluster}")
         if set_start_conf(args.old, args.cluster, "manual"):
             changed.append(f"{args.old}/{args.cluster} autostart off")
+        if old["port"] == args.port:
+            # A cluster put aside never shares the port (at boot, or for site.yml's facts).
+            port = free_port(clusters(), args.port)
+            set_aside_port(args.old, args.cluster, port)
+            changed.append(f"{args.old}/{args.cluster} set to port {port}")
         run(["systemctl", "disable", f"postgresql@{args.old}-{args.cluster}.service"], check=False)
     if carry_local_fact(args.cluster, args.old, args.new):
         changed.append(f"local fact gept_postgresql: version {args.new}")
@@ -630,7 +708,9 @@ def cmd_rollback(args: argparse.Namespace) -> dict[str, Any]:
     st.save()
     run(["pg_ctlcluster", args.new, args.cluster, "stop", "-m", "fast"], check=False)
     set_start_conf(args.new, args.cluster, "manual")
-    run(["pg_conftool", args.new, args.cluster, "set", "port", str(old["port"])])
+    aside = old["port"] if old["port"] != args.port else free_port(clusters(), args.port)
+    set_aside_port(args.new, args.cluster, aside)
+    set_aside_port(args.old, args.cluster, None)
     run(["pg_conftool", args.old, args.cluster, "set", "port", str(args.port)])
     set_start_conf(args.old, args.cluster, "auto")
     run(["systemctl", "enable", f"postgresql@{args.old}-{args.cluster}.service"], check=False)
@@ -655,7 +735,7 @@ def cmd_rollback(args: argparse.Namespace) -> dict[str, Any]:
         "measured": st.data["measured"],
         "message": f"{args.old}/{args.cluster} is back on port {args.port}; {args.new}/{args.cluster} "
         "is down with "
-        f"autostart off on port {old['port']} (writes made on it since the upgrade are only there). "
+        f"autostart off on port {aside} (writes made on it since the upgrade are only there). "
         f"Remove it (pg_dropcluster {args.new} {args.cluster}) before upgrading again",
     }
 
