@@ -151,6 +151,11 @@ def carry_conf_d(old: str, new: str, name: str) -> list[str]:
     if not src.is_dir():
         return copied
     dst.mkdir(exist_ok=True)
+    # pg_dropcluster leaves files it did not create: a port set aside for an earlier cluster of
+    # this major (a rolled-back upgrade) would move the new cluster off the port.
+    if (dst / ASIDE).exists():
+        (dst / ASIDE).unlink()
+        copied.append(f"removed stale {ASIDE}")
     for f in sorted(src.glob("*.conf")):
         if f.name == ASIDE or (dst / f.name).exists():
             continue
@@ -539,6 +544,15 @@ def cmd_upgrade(args: argparse.Namespace) -> dict[str, Any]:
     aside = conf_port(args.old, args.cluster) or free_port(clusters(), args.port)
     set_aside_port(args.old, args.cluster, aside if aside != args.port else free_port(clusters(), args.port))
     run(["systemctl", "daemon-reload"])
+    new = find(clusters(), args.new, args.cluster)
+    if not new or new["port"] != args.port:
+        st.data["state"] = "failed"
+        st.save()
+        raise RuntimeError(
+            f"{args.new}/{args.cluster} is set to port {new and new['port']}, not {args.port}: not starting "
+            "it; "
+            f"see the port settings in /etc/postgresql/{args.new}/{args.cluster} (postgresql.conf, conf.d)"
+        )
     run(["systemctl", "start", f"postgresql@{args.new}-{args.cluster}.service"])
     st.mark("cluster_up")
     st.data["measured"]["cluster_start_seconds"] = round(time.time() - started, 1)
