@@ -209,13 +209,6 @@ def test_progress_metric_says_done(host):
     assert done and total and done.group(1) == total.group(1)
 
 
-def test_status_shows_the_upgrade(host):
-    out = host.run("gept-status")
-    line = [x for x in out.stdout.splitlines() if "postgresql upgrade" in x]
-    print("\n".join(line))
-    assert line and "done" in line[0]
-
-
 def test_site_adopted_17(host):
     fact = json.loads(host.file("/etc/ansible/facts.d/gept_postgresql.fact").content_string)
     print(f"local fact: {fact}")
