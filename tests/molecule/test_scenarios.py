@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = os.environ.get("GEPT_SCENARIOS", "live bookworm legacy default adopt").split()
 LANES = int(os.environ.get("GEPT_SCENARIO_LANES", "2"))
 # A scenario that hangs is killed and fails rather than eat CI's budget.
-TIMEOUT_S = float(os.environ.get("GEPT_SCENARIO_TIMEOUT_MIN", "40")) * 60
+TIMEOUT_S = float(os.environ.get("GEPT_SCENARIO_TIMEOUT_MIN", "55")) * 60
 
 
 @pytest.mark.molecule

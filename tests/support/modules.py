@@ -14,6 +14,7 @@ def load(name: str, path: Path) -> ModuleType:
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec and spec.loader, f"cannot import {path}"
     module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses and pickling look the module up by name
+    # Registered first: a dataclass in the module looks its own module up while it is defined.
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module

@@ -6,7 +6,8 @@ Usage: gept-status [--config /etc/gept/status.json] [--json]
 
 Sections: systemd units, compose containers (when a compose project and a Docker engine are
 there), data age per table (seconds since the newest row), disk use, last backup and restore
-drill (node_exporter textfile metrics written by the backup role), alerts firing
+drill (node_exporter textfile metrics written by the backup role), the PostgreSQL major
+upgrade's progress once it has started (textfile metrics of playbooks/upgrade_postgresql.yml), alerts firing
 (Alertmanager API). The database is reached through the libpq environment (PGHOST, PGUSER,
 PGPASSWORD, ...) as a read-only role. Standard library + psycopg2 (python3-psycopg2).
 """
@@ -258,6 +259,32 @@ def check_history(textfile_dir: str) -> list[Check]:
     return checks
 
 
+def check_upgrade(textfile_dir: str) -> list[Check]:
+    """The PostgreSQL major upgrade's progress (gept_postgresql_upgrade_*, written by
+    playbooks/upgrade_postgresql.yml): shown once it has started; running/rolled back amber,
+    failed red."""
+    metrics = read_textfile_metrics(textfile_dir)
+    states = [(labels, v) for n, labels, v in metrics if n == "gept_postgresql_upgrade_state" and v == 1]
+    if not states:
+        return []
+    labels, _ = states[0]
+    state = labels.get("state", "?")
+
+    def value(name: str) -> float | None:
+        found = [v for n, _, v in metrics if n == name]
+        return found[0] if found else None
+
+    done, total = value("gept_postgresql_upgrade_steps_done"), value("gept_postgresql_upgrade_steps_total")
+    detail = f"{labels.get('from')} -> {labels.get('to')}: {state}"
+    if done is not None and total:
+        detail += f", step {done:.0f}/{total:.0f}"
+    stopped = value("gept_postgresql_upgrade_writers_stopped_seconds")
+    if stopped is not None:
+        detail += f", writers stopped {stopped:.0f} s"
+    level = {"done": OK, "failed": FAIL}.get(state, WARN)
+    return [Check("migrations", "postgresql upgrade", level, detail)]
+
+
 def check_alerts(cfg: dict[str, Any]) -> list[Check]:
     url = cfg.get("url")
     if not url:
@@ -295,6 +322,7 @@ def gather(cfg: dict[str, Any]) -> list[Check]:
         + check_disk(cfg.get("disk", {}))
         + (check_backups(cfg["backups"]) if cfg.get("backups") else [])
         + (check_history(cfg["backups"]["textfile_dir"]) if cfg.get("backups") else [])
+        + (check_upgrade(cfg["backups"]["textfile_dir"]) if cfg.get("backups") else [])
         + check_alerts(cfg.get("alertmanager", {}))
     )
 
