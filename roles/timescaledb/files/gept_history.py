@@ -617,7 +617,7 @@ class Mover:
         )
         del old
 
-    def estimate_interval_bytes(self, start: Any, end: Any) -> int:
+    def estimate_interval_bytes(self, start: Any, end: Any, analysed: bool = False) -> int:
         """An upper bound of what the interval takes on disk while it is moved: its share of the
         old table's size by the timestamp's statistics, plus the key's index."""
         rows = self.one(
@@ -627,12 +627,17 @@ class Mover:
             (start, end),
         )[0][0]["Plan"]["Plan Rows"]
         size, tuples = self.one(
-            "SELECT pg_relation_size(oid), greatest(reltuples, 1) FROM pg_class WHERE oid = %s::regclass",
+            "SELECT pg_relation_size(oid), reltuples FROM pg_class WHERE oid = %s::regclass",
             (f"public.{self.table}",),
         )
+        if tuples < 1 and not analysed:
+            # Never analysed (pg_upgrade does not carry the statistics over: reltuples is -1),
+            # so neither the planner's rows nor the bytes per row mean anything yet.
+            self.exec(sql.SQL("ANALYZE {}").format(q(self.table)))
+            return self.estimate_interval_bytes(start, end, analysed=True)
         # Heap share twice (the copy, and the sort by key that may spill to temporary files on
         # the same disk) plus the key's index entries.
-        return int(rows * (2 * size / tuples + 40)) + 64 * 1024 * 1024
+        return int(rows * (2 * size / max(tuples, 1) + 40)) + 64 * 1024 * 1024
 
     def move_interval(self, disk: Disk, row: dict[str, Any], index: int, total: int) -> None:
         t, new = self.table, self.new
