@@ -34,4 +34,8 @@ def test_molecule_scenario(scenario: str, capfd: pytest.CaptureFixture[str]) -> 
     what = f"molecule test -s {scenario}"
     if outcome.timed_out:
         pytest.fail(f"{what} ran over {TIMEOUT_S / 60:g} min and was killed (log: {outcome.log})")
-    assert outcome.returncode == 0, f"{what} exited {outcome.returncode} (log: {outcome.log})"
+    if outcome.returncode != 0:
+        pytest.fail(
+            f"{what} exited {outcome.returncode} (log: {outcome.log}); what failed:\n"
+            f"{outcome.failure_summary()}"
+        )

@@ -14,6 +14,7 @@ whole process group) and its containers destroyed, so a hang fails rather than e
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -23,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 ROOT = Path(__file__).resolve().parents[2]
 LOG_DIR = ROOT / ".cache" / "molecule-logs"
 
@@ -42,6 +44,27 @@ class Outcome:
     @property
     def seconds(self) -> float:
         return self.ended - self.started
+
+    def failure_summary(self, limit: int = 40) -> str:
+        """The failed tasks' names and messages from the log, so a failure explains itself in
+        the last lines CI prints (the whole log stays in `log`)."""
+        try:
+            lines = self.log.read_text(errors="replace").splitlines()
+        except OSError as exc:
+            return f"(no log: {exc})"
+        plain = [ANSI.sub("", line).replace("\u2502", "").strip() for line in lines]
+        picked: list[str] = []
+        for i, line in enumerate(plain):
+            if line.startswith(("fatal:", "failed:", "ERROR", "CRITICAL")) or "FAILED!" in line:
+                task = next(
+                    (plain[j] for j in range(i, max(i - 12, -1), -1) if plain[j].startswith("TASK [")), ""
+                )
+                if task and task not in picked:
+                    picked.append(task)
+                picked.extend(plain[i : i + 6])
+        if not picked:
+            picked = plain[-limit:]
+        return "\n".join(picked[-limit:])
 
 
 class ScenarioRunner:

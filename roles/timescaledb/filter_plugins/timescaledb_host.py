@@ -8,6 +8,8 @@ and the unit tests (tests/timescaledb/test_host_facts.py) run the very same code
   version has it; ``--json`` is newer than Ubuntu 22.04's) -> a list of clusters.
 - ``timescaledb_apt_entries``: {path: text} of the host's source files -> a list of entries.
 - ``timescaledb_apt_entries_for``: the entries whose URI is a given repository's.
+- ``timescaledb_dpkg_installed``: ``dpkg-query --show`` lines of status, package and version
+  (tab-separated) -> the installed packages as {name, version}.
 """
 
 from __future__ import annotations
@@ -271,6 +273,23 @@ def cluster_decision(
     return {"action": "use", "cluster": target, "adopted_other": differs, "others": others, "reason": ""}
 
 
+def dpkg_installed(lines: list[str]) -> list[dict[str, str]]:
+    """The packages dpkg lists as installed, from lines "<status>\t<package>\t<version>"
+    (`${db:Status-Status}\t${Package}\t${Version}`). A half-installed or config-files-only
+    package is not installed, so an install of it still runs."""
+    installed = []
+    for line in lines:
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != 3:
+            raise ParseError(f"unexpected dpkg-query line: {line!r}")
+        status, name, version = fields
+        if status == "installed":
+            installed.append({"name": name, "version": version})
+    return installed
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
@@ -278,4 +297,5 @@ class FilterModule:
             "timescaledb_apt_entries": apt_entries,
             "timescaledb_apt_entries_for": apt_entries_for,
             "timescaledb_cluster_decision": cluster_decision,
+            "timescaledb_dpkg_installed": dpkg_installed,
         }
