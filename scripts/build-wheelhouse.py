@@ -21,10 +21,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ARCHES = ("x86_64", "aarch64")
 STAMP = ".wheelhouse-stamp"
+# A requirement with no wheel for the target is final; anything else (a connection reset, a
+# timeout, a truncated download) is tried again.
+DOWNLOAD_ATTEMPTS = 3
+NO_WHEEL = "No matching distribution found"
 
 
 def platform_tags(arch: str, glibc: str) -> list[str]:
@@ -87,7 +92,18 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for tag in tags:
         cmd += ["--platform", tag]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603  (fixed argv)
+    # PyPI over a busy or flaky link: pip's own retries per request, and the whole download
+    # again (bounded) when it still fails.
+    cmd += ["--retries", "10", "--timeout", "60"]
+    for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603  (fixed argv)
+        if done.returncode == 0 or attempt == DOWNLOAD_ATTEMPTS or NO_WHEEL in done.stdout + done.stderr:
+            break
+        print(
+            f"pip download failed (attempt {attempt} of {DOWNLOAD_ATTEMPTS}); again in {5 * attempt} s",
+            file=sys.stderr,
+        )
+        time.sleep(5 * attempt)
     if done.returncode != 0:
         shutil.rmtree(tmp, ignore_errors=True)
         sys.stderr.write(done.stdout + done.stderr)
