@@ -54,7 +54,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             if outcome.done.is_set() and outcome.started:
                 status = "timed out" if outcome.timed_out else ("ok" if outcome.returncode == 0 else "failed")
                 if outcome.attempts > 1:
-                    status += f" (attempt {outcome.attempts}; the first failed in {outcome.first_failure[:120]})"
+                    first = outcome.first_failure[:120]
+                    status += f" (attempt {outcome.attempts}; the first failed in {first})"
                 parallel.append((f"  molecule {outcome.scenario}", outcome.seconds, status))
         wall = (lanes.ended or end) - lanes.started
         rows.append((f"molecule scenarios ({lanes.lanes} lanes, wall time)", wall, ""))
