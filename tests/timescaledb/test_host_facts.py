@@ -201,11 +201,12 @@ def test_site_reads_the_cluster_first_in_a_run_limited_by_tags(tags: str) -> Non
 
 def test_dpkg_installed_keeps_only_installed_packages() -> None:
     lines = [
-        "installed\ttimescaledb-2-postgresql-15\t2.28.3~debian12",
-        "config-files\tpostgresql-14\t14.19-1",
-        "half-installed\tpostgresql-17\t17.6-1",
+        "installed timescaledb-2-postgresql-15 2.28.3~debian12",
+        "config-files postgresql-14 14.19-1",
+        "half-installed postgresql-17 17.6-1",
         "",
-        "installed\tpostgresql-15\t15.14-0+deb12u1",
+        "not-installed postgresql-16 ",
+        "installed postgresql-15 15.14-0+deb12u1",
     ]
     assert th.dpkg_installed(lines) == [
         {"name": "timescaledb-2-postgresql-15", "version": "2.28.3~debian12"},
@@ -215,4 +216,4 @@ def test_dpkg_installed_keeps_only_installed_packages() -> None:
 
 def test_dpkg_installed_rejects_a_line_it_does_not_understand() -> None:
     with pytest.raises(th.ParseError, match="dpkg-query"):
-        th.dpkg_installed(["installed postgresql-15 15.14"])
+        th.dpkg_installed(["installed postgresql-15"])

@@ -9,7 +9,7 @@ and the unit tests (tests/timescaledb/test_host_facts.py) run the very same code
 - ``timescaledb_apt_entries``: {path: text} of the host's source files -> a list of entries.
 - ``timescaledb_apt_entries_for``: the entries whose URI is a given repository's.
 - ``timescaledb_dpkg_installed``: ``dpkg-query --show`` lines of status, package and version
-  (tab-separated) -> the installed packages as {name, version}.
+  -> the installed packages as {name, version}.
 """
 
 from __future__ import annotations
@@ -274,19 +274,21 @@ def cluster_decision(
 
 
 def dpkg_installed(lines: list[str]) -> list[dict[str, str]]:
-    """The packages dpkg lists as installed, from lines "<status>\t<package>\t<version>"
-    (`${db:Status-Status}\t${Package}\t${Version}`). A half-installed or config-files-only
-    package is not installed, so an install of it still runs."""
+    """The packages dpkg lists as installed, from lines "<status> <package> <version>"
+    (`${db:Status-Status} ${Package} ${Version}`: none of the three has a space). A
+    half-installed or config-files-only package is not installed, so an install of it still
+    runs."""
     installed = []
     for line in lines:
         if not line.strip():
             continue
-        fields = line.split("\t")
+        fields = line.split()
+        # A package dpkg only remembers (purged: "not-installed", no version) has fewer fields.
+        if fields[0] != "installed":
+            continue
         if len(fields) != 3:
             raise ParseError(f"unexpected dpkg-query line: {line!r}")
-        status, name, version = fields
-        if status == "installed":
-            installed.append({"name": name, "version": version})
+        installed.append({"name": fields[1], "version": fields[2]})
     return installed
 
 
