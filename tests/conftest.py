@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from support import scenarios
+from support.monitoring import render_rules_and_dashboards
 
 # Stage timings (printed when `make test` sets GEPT_STAGES_FILE): the stages before pytest
 # (setup, builds, lint) are recorded there by scripts/timed.sh; the session adds its own
@@ -18,6 +19,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Run the Molecule scenarios last: the fast controller tests fail first, and the
     suite's closing summary line covers everything."""
     items.sort(key=lambda item: item.get_closest_marker("molecule") is not None)
+
+
+@pytest.fixture(scope="session")
+def monitoring_rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(rules directory, dashboards directory): every alert rule file and dashboard as the
+    prometheus and grafana roles deploy them (rendered from the repository's catalogue)."""
+    return render_rules_and_dashboards(tmp_path_factory.mktemp("monitoring"))
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -26,6 +26,7 @@ from collectors_support import (
 from prometheus_client import CollectorRegistry
 from support.net import wait_until
 from support.pg import PgCluster
+from support.roles import collectors_catalogue
 
 sys.path.insert(0, str(COLLECTORS_DIR))
 import collector_fivemin  # noqa: E402
@@ -294,18 +295,16 @@ LEDGER_SQL = "SELECT extract(epoch FROM window_start)::bigint FROM collection_wi
 
 
 # -- metric names are a contract with the alert rules and Grafana ----------------------------
-def test_every_collector_metric_the_rules_and_dashboards_name_is_exported() -> None:
-    root = COLLECTORS_DIR.parents[1]
-    texts = [p.read_text() for p in (root / "roles/prometheus/files/etc/prometheus/rules").glob("*.yml")]
-    texts += [p.read_text() for p in (root / "roles/grafana/files").rglob("*.json")]
-    flags = {
-        "latest": {"queued": True},
-        "playercount": {"queued": True},
-        "fivemin": {"windows": True},
-        "hourly": {"windows": True},
-        "news": {},
-        "items": {},
-    }
+def test_every_collector_metric_the_rules_and_dashboards_name_is_exported(
+    monitoring_rendered: tuple[Path, Path],
+) -> None:
+    """The rules and dashboards as the roles deploy them (rendered from the catalogue); each
+    collector's metrics as its kind in the catalogue (collects) makes them."""
+    rules, dashboards = monitoring_rendered
+    texts = [p.read_text() for p in rules.glob("*.yml")]
+    texts += [p.read_text() for p in dashboards.glob("*.json")]
+    kinds = {"bucket": {"queued": True}, "window": {"windows": True}, "run": {}}
+    flags = {c["name"]: kinds[c["collects"]] for c in collectors_catalogue() if c["kind"] == "collector"}
     exported = set()
     for name, kw in flags.items():
         registry = CollectorRegistry()
@@ -316,9 +315,7 @@ def test_every_collector_metric_the_rules_and_dashboards_name_is_exported() -> N
             )
             exported.update(family.name + s for s in suffixes)
     exported.add("gept_items_rows_updated_total")  # the items collector's own counter
-    named = set(
-        re.findall(r"\bgept_(?:latest|fivemin|hourly|news|playercount|items)_[a-z_]+", "\n".join(texts))
-    )
+    named = set(re.findall(rf"\bgept_(?:{'|'.join(flags)})_[a-z_]+", "\n".join(texts)))
     assert named, "no collector metric found in the rules and dashboards"
     assert named <= exported, f"named but not exported: {sorted(named - exported)}"
 

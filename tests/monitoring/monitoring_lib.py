@@ -12,18 +12,15 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-RULES_DIR = REPO / "roles/prometheus/files/etc/prometheus/rules"
+# The rule files and dashboards themselves are rendered by the roles' own task files (the
+# session fixture monitoring_rendered, tests/conftest.py): some are generated from the
+# collector catalogue.
 RULE_TESTS_DIR = Path(__file__).resolve().parent / "rules"
-DASHBOARDS_DIR = REPO / "roles/grafana/files/var/lib/grafana/dashboards/gept"
 RUNBOOK = REPO / "docs/runbook.md"
 
 
 def load_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
-
-
-def rule_files() -> list[Path]:
-    return sorted(RULES_DIR.glob("*.rules.yml"))
 
 
 def alert_rules(path: Path) -> list[dict[str, Any]]:

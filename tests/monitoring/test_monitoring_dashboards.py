@@ -1,6 +1,8 @@
-"""Grafana dashboards (JSON in roles/grafana/files/...): valid JSON, unique uids, every
-datasource reference resolves to a provisioned datasource, and every panel query is PromQL that
-promtool accepts (checked as recording rules, Grafana's $__ variables replaced by durations)."""
+"""Grafana dashboards (as the grafana role writes them: JSON in roles/grafana/files/..., the
+Collectors dashboard rendered from its template and the collector catalogue): valid JSON, unique
+uids, every datasource reference resolves to a provisioned datasource, and every panel query is
+PromQL that promtool accepts (checked as recording rules, Grafana's $__ variables replaced by
+durations)."""
 
 from __future__ import annotations
 
@@ -12,9 +14,10 @@ from typing import Any
 
 import pytest
 import yaml
-from monitoring_lib import DASHBOARDS_DIR, REPO, load_yaml, require_tool
+from monitoring_lib import REPO, load_yaml, require_tool
+from support.monitoring import dashboard_names
 
-DASHBOARDS = sorted(DASHBOARDS_DIR.glob("*.json"))
+DASHBOARDS = dashboard_names()
 # Provisioned datasources, read from the grafana role's defaults and template.
 GRAFANA_DEFAULTS = load_yaml(REPO / "roles/grafana/defaults/main.yml")
 DATASOURCE_TEMPLATE_PATH = REPO / "roles/grafana/templates/etc/grafana/provisioning/datasources/gept.yml.j2"
@@ -43,12 +46,19 @@ def _load(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def test_every_dashboard_file_is_shipped_by_the_role():
-    assert sorted(p.name for p in DASHBOARDS) == sorted(GRAFANA_VARS["_grafana_dashboards"])
+@pytest.fixture
+def path(monitoring_rendered: tuple[Path, Path], name: str) -> Path:
+    """The rendered dashboard <name>."""
+    return monitoring_rendered[1] / name
+
+
+def test_every_dashboard_file_is_shipped_by_the_role(monitoring_rendered: tuple[Path, Path]):
+    assert DASHBOARDS == sorted(GRAFANA_VARS["_grafana_dashboards"])
+    assert sorted(p.name for p in monitoring_rendered[1].glob("*.json")) == DASHBOARDS
     assert len(DASHBOARDS) >= 3
 
 
-@pytest.mark.parametrize("path", DASHBOARDS, ids=[p.name for p in DASHBOARDS])
+@pytest.mark.parametrize("name", DASHBOARDS)
 def test_dashboard_is_valid_json_with_uid_title_and_no_runtime_ids(path: Path):
     dash = _load(path)
     assert re.fullmatch(r"[a-z0-9-]{1,40}", dash["uid"]), dash["uid"]
@@ -59,15 +69,15 @@ def test_dashboard_is_valid_json_with_uid_title_and_no_runtime_ids(path: Path):
     assert len(ids) == len(set(ids)), "duplicate panel ids"
 
 
-def test_dashboard_uids_and_titles_are_unique():
-    dashes = [_load(p) for p in DASHBOARDS]
+def test_dashboard_uids_and_titles_are_unique(monitoring_rendered: tuple[Path, Path]):
+    dashes = [_load(monitoring_rendered[1] / name) for name in DASHBOARDS]
     uids = [d["uid"] for d in dashes]
     titles = [d["title"] for d in dashes]
     assert len(uids) == len(set(uids)), uids
     assert len(titles) == len(set(titles)), titles
 
 
-@pytest.mark.parametrize("path", DASHBOARDS, ids=[p.name for p in DASHBOARDS])
+@pytest.mark.parametrize("name", DASHBOARDS)
 def test_datasource_references_resolve(path: Path):
     provisioned = _datasources()
     for panel in _panels(_load(path)):
@@ -81,7 +91,7 @@ def test_datasource_references_resolve(path: Path):
         assert panel.get("targets"), f"{panel['title']!r} has no query"
 
 
-@pytest.mark.parametrize("path", DASHBOARDS, ids=[p.name for p in DASHBOARDS])
+@pytest.mark.parametrize("name", DASHBOARDS)
 def test_panel_promql_is_accepted_by_promtool(path: Path, tmp_path: Path):
     promtool = require_tool("promtool")
     rules = []
