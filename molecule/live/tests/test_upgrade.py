@@ -215,7 +215,7 @@ def test_site_adopted_17(host):
     assert str(fact["version"]) == "17"
 
 
-@pytest.mark.parametrize("step", ["upgrade_postgresql", "site_after_upgrade"])
+@pytest.mark.parametrize("step", ["upgrade_postgresql", "site_after_upgrade", "adopt_price_history"])
 def test_apt_update_clean_after_the_upgrade(host, step):
     log = host.file(f"{STATE}/apt-update-{step}.log")
     assert log.exists, f"apt-get update was not recorded after {step}"
