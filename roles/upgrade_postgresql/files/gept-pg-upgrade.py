@@ -657,7 +657,8 @@ def cmd_statistics(args: argparse.Namespace) -> dict[str, Any]:
     if "statistics" in st.data.get("steps_done", []) or st.data.get("state") == "done":
         return {"changed": False}
     started = time.monotonic()
-    run(["runuser", "-u", "postgres", "--", "vacuumdb", "--all", "--analyze-in-stages", f"--port={args.port}"])
+    analyze = ["vacuumdb", "--all", "--analyze-in-stages", f"--port={args.port}"]
+    run(["runuser", "-u", "postgres", "--", *analyze])
     seconds = round(time.monotonic() - started, 1)
     st.data.setdefault("measured", {})["statistics_seconds"] = seconds
     st.step("statistics")
