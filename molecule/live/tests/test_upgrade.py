@@ -209,13 +209,28 @@ def test_progress_metric_says_done(host):
     assert done and total and done.group(1) == total.group(1)
 
 
+def test_planner_statistics_after_the_upgrade(host, state):
+    """pg_upgrade carries no statistics; the upgrade's statistics step analysed every table.
+    (An ANALYZE by autovacuum or by the history move would also fill pg_stats, so the step's
+    own record is checked too.)"""
+    assert "statistics" in state["steps_done"], state["steps_done"]
+    print(f"analyze in stages: {state['measured'].get('statistics_seconds')} s")
+    tables = psql(
+        host,
+        """SELECT count(*) FROM pg_stat_user_tables
+            WHERE relname IN ('predictions', 'actual_fills', 'calibration_metrics')
+              AND last_analyze IS NOT NULL""",
+    )
+    assert int(tables) == 3
+
+
 def test_site_adopted_17(host):
     fact = json.loads(host.file("/etc/ansible/facts.d/gept_postgresql.fact").content_string)
     print(f"local fact: {fact}")
     assert str(fact["version"]) == "17"
 
 
-@pytest.mark.parametrize("step", ["upgrade_postgresql", "site_after_upgrade"])
+@pytest.mark.parametrize("step", ["upgrade_postgresql", "site_after_upgrade", "adopt_price_history"])
 def test_apt_update_clean_after_the_upgrade(host, step):
     log = host.file(f"{STATE}/apt-update-{step}.log")
     assert log.exists, f"apt-get update was not recorded after {step}"

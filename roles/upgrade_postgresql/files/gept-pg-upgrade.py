@@ -42,6 +42,7 @@ STEPS = [
     "extension",
     "verify",
     "writers_started",
+    "statistics",
     "finish",
 ]
 PROM = "gept-postgresql-upgrade.prom"
@@ -649,6 +650,22 @@ def cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
     return {"after": after, "grown_by_other_clients": grown, "server_version_num": server}
 
 
+def cmd_statistics(args: argparse.Namespace) -> dict[str, Any]:
+    """pg_upgrade carries no planner statistics: ANALYZE every database in stages (coarse ones
+    first, so the planner has something within seconds), online, once."""
+    st = State(args)
+    if "statistics" in st.data.get("steps_done", []) or st.data.get("state") == "done":
+        return {"changed": False}
+    started = time.monotonic()
+    analyze = ["vacuumdb", "--all", "--analyze-in-stages", f"--port={args.port}"]
+    run(["runuser", "-u", "postgres", "--", *analyze])
+    seconds = round(time.monotonic() - started, 1)
+    st.data.setdefault("measured", {})["statistics_seconds"] = seconds
+    st.step("statistics")
+    st.save()
+    return {"changed": True, "seconds": seconds}
+
+
 def cmd_finish(args: argparse.Namespace) -> dict[str, Any]:
     changed = []
     old = find(clusters(), args.old, args.cluster)
@@ -766,6 +783,7 @@ def main() -> int:
             "upgrade",
             "extension",
             "verify",
+            "statistics",
             "finish",
             "rollback",
         ],
