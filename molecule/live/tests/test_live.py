@@ -17,9 +17,8 @@ from datetime import datetime
 
 import pytest
 from conftest import assert_running, wait_for
+from live_support import BEFORE, STATE, psql
 
-STATE = "/srv/live-test"
-BEFORE = f"{STATE}/before"
 WINDOW = 300  # live_test_window_seconds (host_vars)
 DUCKDB_PLAYER_ROWS = 2000  # live_test_duckdb_player_rows
 DUCKDB_ITEM_ROWS = 60  # live_test_duckdb_item_rows
@@ -27,15 +26,6 @@ COMPOSE = "docker compose -f /home/ubuntu/osrs_collector/docker-compose.yml"
 COLUMNS = 'item_id, "timestamp", avg_high_price, high_price_volume, avg_low_price, low_price_volume'
 OLD_PORTS = (9100, 9101, 9102, 9103, 8080)
 APT_STEPS = ("prepare", "site", "stop_legacy", "cutover", "migrate_duckdb")
-
-
-def psql(host, sql: str) -> str:
-    """Run SQL (a script on stdin, \\copy allowed) as postgres in osrs_data; return stdout."""
-    cmd = host.run(
-        "PGTZ=UTC runuser -u postgres -- psql -d osrs_data -XAtq -v ON_ERROR_STOP=1 <<'SQL'\n" + sql + "\nSQL"
-    )
-    assert cmd.rc == 0, cmd.stderr
-    return cmd.stdout.strip()
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from test_live import BEFORE, psql
+from live_support import BEFORE, psql
 
 _spec = importlib.util.spec_from_file_location(
     "gept_status", Path(__file__).resolve().parents[3] / "roles/status/files/gept-status.py"

@@ -17,10 +17,8 @@ from datetime import datetime
 
 import pytest
 from conftest import assert_running
+from live_support import BEFORE, STATE, UPGRADE_DIR, psql
 
-STATE = "/srv/live-test"
-BEFORE = f"{STATE}/before"
-UPGRADE_DIR = "/var/lib/gept/postgresql-upgrade"
 HELPER = "/usr/local/lib/gept/upgrade_postgresql/gept-pg-upgrade"
 TEXTFILE = "/var/lib/prometheus/node-exporter/gept-postgresql-upgrade.prom"
 WINDOW = 300  # live_test_window_seconds (host_vars)
@@ -30,14 +28,6 @@ INFERENCE_INTERVAL = 5  # live_test_inference_interval
 SLACK = INFERENCE_INTERVAL + 5 + 2
 ML_TABLES = ("predictions", "actual_fills", "calibration_metrics")
 ML_WRITTEN = {"public.predictions"}  # the inference stand-in writes it throughout
-
-
-def psql(host, sql: str, db: str = "osrs_data") -> str:
-    cmd = host.run(
-        f"PGTZ=UTC runuser -u postgres -- psql -d {db} -XAtq -v ON_ERROR_STOP=1 <<'SQL'\n{sql}\nSQL"
-    )
-    assert cmd.rc == 0, cmd.stderr
-    return cmd.stdout.strip()
 
 
 @pytest.fixture(scope="module")
