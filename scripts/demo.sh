@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole GePT host on this machine, offline: a Debian systemd container (inventories/demo)
-# provisioned by `ansible-playbook site.yml`, its collectors reading a bundled replay of the
+# provisioned by `ansible-playbook site.yml`, its collectors reading a bundled stand-in of the
 # OSRS API served inside the host. Published on this machine's 127.0.0.1 only.
 #   scripts/demo.sh up     boot (or re-converge) the demo host and wait for fresh data
 #   scripts/demo.sh down   remove the demo host (only the container named below)

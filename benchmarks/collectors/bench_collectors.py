@@ -36,14 +36,14 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "collectors"))
 sys.path.insert(0, str(ROOT / "files" / "collectors"))
-sys.path.insert(0, str(ROOT / "files" / "osrs_replay"))
+sys.path.insert(0, str(ROOT / "files" / "osrs_standin"))
 
-import osrs_replay  # noqa: E402
+import osrs_standin  # noqa: E402
 from collectors_support import (  # noqa: E402
     COLLECTOR_PASSWORD,
     READONLY_PASSWORD,
     Launcher,
-    start_replay,
+    start_standin,
 )
 from gept_collectors import config, db, validate  # noqa: E402
 from gept_collectors.metrics import CollectorMetrics  # noqa: E402
@@ -92,8 +92,8 @@ def database(pg: PgCluster, name: str, method: str, port: int | None = None) -> 
 
 def snapshots(count: int) -> list[bytes]:
     """Full snapshots: every tradeable item traded in the window (~4,000 items)."""
-    # The replay's hourly activity makes nearly every item trade: ~4,000 items per window.
-    market = osrs_replay.Market(
+    # The standin's hourly activity makes nearly every item trade: ~4,000 items per window.
+    market = osrs_standin.Market(
         seed=7, items=4300, mapping_items=4650, window_5m=300, window_1h=3600, publish_delay=0
     )
     start = (int(time.time()) // 3600 - count - 2) * 3600
@@ -185,7 +185,7 @@ def pss_mib(pid: int) -> float:
 def bench_memory(pg: PgCluster, tmp: Path) -> dict[str, tuple[float, float]]:
     name = "bench_memory"
     setup_db(pg, name)
-    replay = start_replay(tmp, 1, 3)
+    standin = start_standin(tmp, 1, 3)
     launcher = Launcher(pg, tmp)
     out: dict[str, tuple[float, float]] = {}
     try:
@@ -195,7 +195,7 @@ def bench_memory(pg: PgCluster, tmp: Path) -> dict[str, tuple[float, float]]:
             procs[collector] = launcher.start(
                 collector,
                 name,
-                replay,
+                standin,
                 interval=interval,
                 GEPT_FIVEMIN_LOOKBACK_SECONDS=10,
                 GEPT_HOURLY_LOOKBACK_SECONDS=30,
@@ -222,7 +222,7 @@ def bench_memory(pg: PgCluster, tmp: Path) -> dict[str, tuple[float, float]]:
             out[name] = (rss, pss_mib(proc.proc.pid))
     finally:
         launcher.stop_all()
-        replay.stop()
+        standin.stop()
     return out
 
 

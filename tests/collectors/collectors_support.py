@@ -1,7 +1,7 @@
 """Helpers and fixtures for the collectors' tests (conftest.py imports the fixtures; the module
 has a name of its own so it never collides with another area's conftest): the shared
 throwaway cluster (tests/support/pg.py) with the real schema (roles/timescaledb/files/
-migrations/*.sql applied in order), the osrs_replay fake API, and collectors run as real
+migrations/*.sql applied in order), the osrs_standin fake API, and collectors run as real
 processes with fast windows (a "5-minute" window of 1-2 s).
 
 Everything listens on 127.0.0.1 on free ports and is stopped by PID at the end.
@@ -29,7 +29,7 @@ from support.pg import PgCluster
 
 ROOT = Path(__file__).resolve().parents[2]
 COLLECTORS_DIR = ROOT / "files" / "collectors"
-REPLAY = ROOT / "files" / "osrs_replay" / "osrs_replay.py"
+STANDIN = ROOT / "files" / "osrs_standin" / "osrs_standin.py"
 MIGRATIONS = sorted((ROOT / "roles" / "timescaledb" / "files" / "migrations").glob("*.sql"))
 ARTIFACTS = ROOT / "artifacts" / "collectors"
 USER_AGENT = "gept-collectors-tests/1.0 (+https://example.invalid/gept-infra)"
@@ -82,7 +82,7 @@ def query(pg: PgCluster, db: str, sql: str, args: tuple = ()) -> list[tuple]:
 
 # -- the fake API -----------------------------------------------------------------------
 @dataclass
-class Replay:
+class StandIn:
     proc: subprocess.Popen[bytes]
     port: int
     window_5m: int
@@ -123,11 +123,11 @@ class Replay:
                 self.proc.wait(timeout=10)
 
 
-def start_replay(tmp: Path, window_5m: int = 1, window_1h: int = 3, *extra: str) -> Replay:
-    port_file = tmp / f"replay-{time.monotonic_ns()}.port"
+def start_standin(tmp: Path, window_5m: int = 1, window_1h: int = 3, *extra: str) -> StandIn:
+    port_file = tmp / f"standin-{time.monotonic_ns()}.port"
     cmd = [
         sys.executable,
-        str(REPLAY),
+        str(STANDIN),
         "--port",
         "0",
         "--port-file",
@@ -140,16 +140,16 @@ def start_replay(tmp: Path, window_5m: int = 1, window_1h: int = 3, *extra: str)
         *extra,
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-    wait_until(lambda: port_file.exists() and port_file.read_text().strip(), 15, what="replay port file")
-    replay = Replay(proc, int(port_file.read_text()), window_5m, window_1h)
-    wait_until(lambda: replay.get("/api/v1/osrs/mapping")[0] == 200, 15, what="replay answering")
-    return replay
+    wait_until(lambda: port_file.exists() and port_file.read_text().strip(), 15, what="standin port file")
+    standin = StandIn(proc, int(port_file.read_text()), window_5m, window_1h)
+    wait_until(lambda: standin.get("/api/v1/osrs/mapping")[0] == 200, 15, what="standin answering")
+    return standin
 
 
 @pytest.fixture
-def replay(tmp_path: Path) -> Iterator[Replay]:
-    """A replay of our own per test, so switched-on faults never leak into another test."""
-    r = start_replay(tmp_path)
+def standin(tmp_path: Path) -> Iterator[StandIn]:
+    """A standin of our own per test, so switched-on faults never leak into another test."""
+    r = start_standin(tmp_path)
     yield r
     r.stop()
 
@@ -203,7 +203,7 @@ class Launcher:
         self.tmp = tmp
         self.procs: list[Proc] = []
 
-    def env(self, db: str, replay: Replay | None, **overrides: Any) -> dict[str, str]:
+    def env(self, db: str, standin: StandIn | None, **overrides: Any) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GEPT_")}
         env.update(
             {
@@ -225,22 +225,22 @@ class Launcher:
                 "GEPT_PLAYERCOUNT_BUCKET_SECONDS": "1",
             }
         )
-        if replay is not None:
+        if standin is not None:
             env.update(
                 {
-                    "GEPT_API_BASE_URL": replay.api,
-                    "GEPT_NEWS_RSS_URL": f"{replay.base}/m=news/latest_news.rss?oldschool=true",
-                    "GEPT_WIKI_RC_RSS_URL": f"{replay.base}/w/Special:RecentChanges?feed=rss",
-                    "GEPT_HOMEPAGE_URL": f"{replay.base}/",
-                    "GEPT_FIVEMIN_WINDOW_SECONDS": str(replay.window_5m),
-                    "GEPT_HOURLY_WINDOW_SECONDS": str(replay.window_1h),
+                    "GEPT_API_BASE_URL": standin.api,
+                    "GEPT_NEWS_RSS_URL": f"{standin.base}/m=news/latest_news.rss?oldschool=true",
+                    "GEPT_WIKI_RC_RSS_URL": f"{standin.base}/w/Special:RecentChanges?feed=rss",
+                    "GEPT_HOMEPAGE_URL": f"{standin.base}/",
+                    "GEPT_FIVEMIN_WINDOW_SECONDS": str(standin.window_5m),
+                    "GEPT_HOURLY_WINDOW_SECONDS": str(standin.window_1h),
                 }
             )
         env.update({k.upper(): str(v) for k, v in overrides.items()})
         return env
 
     def start(
-        self, name: str, db: str, replay: Replay | None, interval: float = 1.0, **overrides: Any
+        self, name: str, db: str, standin: StandIn | None, interval: float = 1.0, **overrides: Any
     ) -> Proc:
         port = free_port()
         key = name.upper()
@@ -249,7 +249,7 @@ class Launcher:
             f"GEPT_{key}_INTERVAL_SECONDS": interval,
             f"GEPT_{key}_OFFSET_SECONDS": 0.25,
         }
-        env = self.env(db, replay, **own, **overrides)
+        env = self.env(db, standin, **own, **overrides)
         if name == "dashboard":
             env["GEPT_DASHBOARD_PORT"] = str(port)
         script = "dashboard.py" if name == "dashboard" else f"collector_{name}.py"

@@ -18,7 +18,7 @@ from collectors_support import (
     COLLECTORS_DIR,
     Launcher,
     PgCluster,
-    Replay,
+    StandIn,
     query,
     wait_until,
 )
@@ -33,7 +33,7 @@ ROLE_FILES = Path(__file__).resolve().parents[2] / "roles" / "timescaledb" / "fi
 @pytest.fixture
 def osrs_data(pg: PgCluster, request: pytest.FixtureRequest) -> str:
     """The adopted database, migrated and granted as the role does; windows of 1 s (the
-    replay's fast "5-minute" windows) written by the old collectors 30..13 s ago."""
+    standin's fast "5-minute" windows) written by the old collectors 30..13 s ago."""
     name = "osrs_" + request.node.name.lower().replace("test_", "")[:30]
     now = int(time.time())
     request.node.old_windows = list(range(now - 30, now - 12))
@@ -62,14 +62,14 @@ def per_window(pg: PgCluster, db: str) -> dict[int, int]:
 
 
 def test_fivemin_adopts_old_history_and_adds_no_duplicate(
-    launch: Launcher, pg: PgCluster, osrs_data: str, replay: Replay, request: pytest.FixtureRequest
+    launch: Launcher, pg: PgCluster, osrs_data: str, standin: StandIn, request: pytest.FixtureRequest
 ) -> None:
     old = request.node.old_windows
     with closing(pg.connect(osrs_data)) as conn, conn.cursor() as cur:
         ml_before = ml_fingerprint(cur)
         assert duplicate_rows(cur) == 25
     before = per_window(pg, osrs_data)
-    c = launch.start("fivemin", osrs_data, replay, GEPT_FIVEMIN_LOOKBACK_SECONDS=45)
+    c = launch.start("fivemin", osrs_data, standin, GEPT_FIVEMIN_LOOKBACK_SECONDS=45)
     wait_until(
         lambda: (
             c.metric("gept_fivemin_missing_windows") == 0
@@ -154,11 +154,11 @@ def test_insert_without_a_key_skips_rows_already_there(pg: PgCluster, osrs_data:
 
 
 def test_items_news_playercount_write_both_names(
-    launch: Launcher, pg: PgCluster, osrs_data: str, replay: Replay
+    launch: Launcher, pg: PgCluster, osrs_data: str, standin: StandIn
 ) -> None:
     with closing(pg.connect(osrs_data)) as conn, conn.cursor() as cur:
         ml_before = ml_fingerprint(cur)
-    procs = [launch.start(name, osrs_data, replay) for name in ("items", "news", "playercount")]
+    procs = [launch.start(name, osrs_data, standin) for name in ("items", "news", "playercount")]
     wait_until(
         lambda: (
             all(p.metric(f"gept_{p.name}_duration_seconds_count") >= 1 for p in procs)

@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from collectors_support import ARTIFACTS, READONLY_PASSWORD, Launcher, PgCluster, Proc, Replay, wait_until
+from collectors_support import ARTIFACTS, READONLY_PASSWORD, Launcher, PgCluster, Proc, StandIn, wait_until
 
 pytestmark = pytest.mark.postgres
 
@@ -50,9 +50,9 @@ def start_dashboard(launch: Launcher, db: str, five: Proc, freshness: float) -> 
 
 
 def test_health_status_metrics_and_screenshot(
-    launch: Launcher, pg: PgCluster, gept_db: str, replay: Replay
+    launch: Launcher, pg: PgCluster, gept_db: str, standin: StandIn
 ) -> None:
-    five = launch.start("fivemin", gept_db, replay, GEPT_FIVEMIN_LOOKBACK_SECONDS=5)
+    five = launch.start("fivemin", gept_db, standin, GEPT_FIVEMIN_LOOKBACK_SECONDS=5)
     dash = start_dashboard(launch, gept_db, five, freshness=30)
     port = dash.metrics_port
     wait_until(lambda: get(port, "/health")[0] == 200, 20, what="/health 200")
@@ -94,7 +94,9 @@ def test_health_status_metrics_and_screenshot(
     assert 'gept_dashboard_requests_total{code="200",path="/api/status"}' in metrics
 
 
-def test_health_503_on_empty_database(launch: Launcher, pg: PgCluster, gept_db: str, replay: Replay) -> None:
+def test_health_503_on_empty_database(
+    launch: Launcher, pg: PgCluster, gept_db: str, standin: StandIn
+) -> None:
     five = launch.start("latest", gept_db, None)  # only for a metrics URL; no 5m data arrives
     dash = start_dashboard(launch, gept_db, five, freshness=30)
     code, body = get(dash.metrics_port, "/health")

@@ -1,11 +1,11 @@
-"""The 5-minute collector against real PostgreSQL and the replay API, with fast windows."""
+"""The 5-minute collector against real PostgreSQL and the standin API, with fast windows."""
 
 from __future__ import annotations
 
 import time
 
 import pytest
-from collectors_support import Launcher, PgCluster, Replay, query, wait_until
+from collectors_support import Launcher, PgCluster, StandIn, query, wait_until
 
 pytestmark = pytest.mark.postgres
 
@@ -44,9 +44,9 @@ def assert_no_gaps(pg: PgCluster, db: str, window: int) -> list[tuple[int, int]]
 
 
 def test_fivemin_backfills_lookback_and_counts_rows(
-    launch: Launcher, pg: PgCluster, gept_db: str, replay: Replay
+    launch: Launcher, pg: PgCluster, gept_db: str, standin: StandIn
 ) -> None:
-    c = launch.start("fivemin", gept_db, replay, GEPT_FIVEMIN_LOOKBACK_SECONDS=LOOKBACK)
+    c = launch.start("fivemin", gept_db, standin, GEPT_FIVEMIN_LOOKBACK_SECONDS=LOOKBACK)
     wait_until(
         lambda: (
             c.metric("gept_fivemin_backfilled_windows_total") >= LOOKBACK - 1
@@ -74,13 +74,15 @@ def test_fivemin_backfills_lookback_and_counts_rows(
 
 
 def test_outage_across_several_windows_leaves_zero_missing(
-    launch: Launcher, pg: PgCluster, gept_db: str, replay: Replay
+    launch: Launcher, pg: PgCluster, gept_db: str, standin: StandIn
 ) -> None:
     """PostgreSQL stops for ~8 windows while the 5-minute and hourly collectors run; once it is
     back, every window is stored and the processes never exited (state kept, no crash loop).
     The look-back (40 windows) is longer than the outage, as in production (1 day vs minutes)."""
-    five = launch.start("fivemin", gept_db, replay, GEPT_FIVEMIN_LOOKBACK_SECONDS=40)
-    hour = launch.start("hourly", gept_db, replay, interval=replay.window_1h, GEPT_HOURLY_LOOKBACK_SECONDS=45)
+    five = launch.start("fivemin", gept_db, standin, GEPT_FIVEMIN_LOOKBACK_SECONDS=40)
+    hour = launch.start(
+        "hourly", gept_db, standin, interval=standin.window_1h, GEPT_HOURLY_LOOKBACK_SECONDS=45
+    )
     wait_until(
         lambda: five.metric("gept_fivemin_missing_windows") == 0 and len(ledger(pg, gept_db)) >= 40,
         40,
@@ -130,15 +132,15 @@ def test_outage_across_several_windows_leaves_zero_missing(
             "FROM collection_windows WHERE series = '1h' ORDER BY 1",
         )
     ]
-    assert hourly == list(range(hourly[0], hourly[-1] + replay.window_1h, replay.window_1h))
+    assert hourly == list(range(hourly[0], hourly[-1] + standin.window_1h, standin.window_1h))
 
 
 def test_sigterm_stops_within_5s_leaving_no_partial_window(
-    launch: Launcher, pg: PgCluster, gept_db: str, replay: Replay
+    launch: Launcher, pg: PgCluster, gept_db: str, standin: StandIn
 ) -> None:
     # A long back-fill (600 windows, paced) is in progress when SIGTERM arrives.
     c = launch.start(
-        "fivemin", gept_db, replay, GEPT_FIVEMIN_LOOKBACK_SECONDS=600, GEPT_BACKFILL_PACING_SECONDS=0.02
+        "fivemin", gept_db, standin, GEPT_FIVEMIN_LOOKBACK_SECONDS=600, GEPT_BACKFILL_PACING_SECONDS=0.02
     )
     wait_until(lambda: c.metric("gept_fivemin_backfilled_windows_total") >= 5, 30, what="back-fill under way")
     took = c.stop()
@@ -150,9 +152,11 @@ def test_sigterm_stops_within_5s_leaving_no_partial_window(
     assert_window_sets_complete(pg, gept_db)
 
 
-def test_sigterm_during_a_slow_answer(launch: Launcher, pg: PgCluster, gept_db: str, replay: Replay) -> None:
-    replay.fault("slow", "/5m", delay=30)
-    c = launch.start("fivemin", gept_db, replay, GEPT_HTTP_TIMEOUT_SECONDS=60)
+def test_sigterm_during_a_slow_answer(
+    launch: Launcher, pg: PgCluster, gept_db: str, standin: StandIn
+) -> None:
+    standin.fault("slow", "/5m", delay=30)
+    c = launch.start("fivemin", gept_db, standin, GEPT_HTTP_TIMEOUT_SECONDS=60)
     time.sleep(1.5)  # the first request is now waiting on the slow answer
     took = c.stop()
     assert c.proc.returncode == 0 and took < 5, f"rc {c.proc.returncode}, {took:.1f}s"
@@ -178,14 +182,14 @@ def assert_window_sets_complete(pg: PgCluster, db: str) -> None:
 
 
 def test_empty_windows_are_recorded_and_not_asked_again(
-    launch: Launcher, pg: PgCluster, gept_db: str, replay: Replay
+    launch: Launcher, pg: PgCluster, gept_db: str, standin: StandIn
 ) -> None:
-    replay.fault("empty", "/5m")
-    c = launch.start("fivemin", gept_db, replay, GEPT_FIVEMIN_LOOKBACK_SECONDS=5)
+    standin.fault("empty", "/5m")
+    c = launch.start("fivemin", gept_db, standin, GEPT_FIVEMIN_LOOKBACK_SECONDS=5)
     wait_until(lambda: len(ledger(pg, gept_db)) >= 5, 20, what="empty windows recorded")
     empties = {s for s, n in ledger(pg, gept_db) if n == 0}
     assert len(empties) >= 5
-    replay.clear()
+    standin.clear()
     cleared = time.time()
     wait_until(
         lambda: (
@@ -204,10 +208,10 @@ def test_empty_windows_are_recorded_and_not_asked_again(
 
 @pytest.mark.parametrize("kind", ["429", "500", "truncated"])
 def test_faults_are_counted_and_leave_no_gap(
-    kind: str, launch: Launcher, pg: PgCluster, gept_db: str, replay: Replay
+    kind: str, launch: Launcher, pg: PgCluster, gept_db: str, standin: StandIn
 ) -> None:
-    replay.fault(kind, "/5m", count=3 if kind != "truncated" else 2)
-    c = launch.start("fivemin", gept_db, replay, GEPT_FIVEMIN_LOOKBACK_SECONDS=5)
+    standin.fault(kind, "/5m", count=3 if kind != "truncated" else 2)
+    c = launch.start("fivemin", gept_db, standin, GEPT_FIVEMIN_LOOKBACK_SECONDS=5)
     wait_until(
         lambda: (
             c.metric("gept_fivemin_missing_windows") == 0

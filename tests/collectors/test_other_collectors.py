@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from collectors_support import Launcher, PgCluster, Replay, query, wait_until
+from collectors_support import Launcher, PgCluster, StandIn, query, wait_until
 
 pytestmark = pytest.mark.postgres
 
@@ -13,10 +13,10 @@ def count(pg: PgCluster, db: str, table: str) -> int:
 
 
 def test_latest_inserts_each_minute_once(
-    launch: Launcher, pg: PgCluster, gept_db: str, replay: Replay
+    launch: Launcher, pg: PgCluster, gept_db: str, standin: StandIn
 ) -> None:
     # A bucket of an hour: every cycle in this test lands in the same "minute" -> de-duplicated.
-    c = launch.start("latest", gept_db, replay, GEPT_LATEST_BUCKET_SECONDS=3600)
+    c = launch.start("latest", gept_db, standin, GEPT_LATEST_BUCKET_SECONDS=3600)
     wait_until(lambda: c.metric("gept_latest_duration_seconds_count") >= 3, 20, what="3 cycles")
     m = c.metrics()
     rows = count(pg, gept_db, "prices_latest_1m")
@@ -36,7 +36,7 @@ def test_latest_inserts_each_minute_once(
 
 
 def test_hourly_gap_fills_and_backfills_new_items(
-    launch: Launcher, pg: PgCluster, gept_db: str, replay: Replay
+    launch: Launcher, pg: PgCluster, gept_db: str, standin: StandIn
 ) -> None:
     # The table already has history for one item only: every other item in the next window
     # is new to the table and gets its /timeseries history (bounded per cycle).
@@ -45,8 +45,8 @@ def test_hourly_gap_fills_and_backfills_new_items(
     c = launch.start(
         "hourly",
         gept_db,
-        replay,
-        interval=replay.window_1h,
+        standin,
+        interval=standin.window_1h,
         GEPT_HOURLY_LOOKBACK_SECONDS=9,
         GEPT_HOURLY_TIMESERIES_MAX_PER_CYCLE=3,
     )
@@ -67,14 +67,14 @@ def test_hourly_gap_fills_and_backfills_new_items(
             "FROM collection_windows WHERE series = '1h' ORDER BY 1",
         )
     ]
-    assert len(windows) >= 3 and all(w % replay.window_1h == 0 for w in windows)
+    assert len(windows) >= 3 and all(w % standin.window_1h == 0 for w in windows)
     assert c.metric("gept_hourly_rows_inserted_total") == count(pg, gept_db, "prices_1h") - 1
 
 
 def test_news_deduplicates_by_guid_and_categorises(
-    launch: Launcher, pg: PgCluster, gept_db: str, replay: Replay
+    launch: Launcher, pg: PgCluster, gept_db: str, standin: StandIn
 ) -> None:
-    c = launch.start("news", gept_db, replay)
+    c = launch.start("news", gept_db, standin)
     wait_until(lambda: c.metric("gept_news_duration_seconds_count") >= 3, 20, what="3 cycles")
     rows = query(
         pg,
@@ -93,8 +93,8 @@ def test_news_deduplicates_by_guid_and_categorises(
     assert all(cat.startswith("wiki:") for cat in cats)
 
 
-def test_playercount(launch: Launcher, pg: PgCluster, gept_db: str, replay: Replay) -> None:
-    c = launch.start("playercount", gept_db, replay)
+def test_playercount(launch: Launcher, pg: PgCluster, gept_db: str, standin: StandIn) -> None:
+    c = launch.start("playercount", gept_db, standin)
     wait_until(lambda: count(pg, gept_db, "player_counts") >= 2, 20, what="two player counts")
     values = [r[0] for r in query(pg, gept_db, "SELECT player_count FROM player_counts")]
     assert all(50_000 < v < 150_000 for v in values)
@@ -102,9 +102,9 @@ def test_playercount(launch: Launcher, pg: PgCluster, gept_db: str, replay: Repl
 
 
 def test_items_upsert_with_absent_fields(
-    launch: Launcher, pg: PgCluster, gept_db: str, replay: Replay
+    launch: Launcher, pg: PgCluster, gept_db: str, standin: StandIn
 ) -> None:
-    c = launch.start("items", gept_db, replay)
+    c = launch.start("items", gept_db, standin)
     wait_until(lambda: c.metric("gept_items_duration_seconds_count") >= 2, 20, what="two cycles")
     total, no_limit, no_alch = query(
         pg,

@@ -19,9 +19,9 @@ from collectors_support import (
     COLLECTOR_PASSWORD,
     COLLECTORS_DIR,
     Launcher,
-    Replay,
+    StandIn,
     query,
-    start_replay,
+    start_standin,
 )
 from prometheus_client import CollectorRegistry
 from support.net import wait_until
@@ -158,19 +158,19 @@ def _buckets(pg: PgCluster, db: str, sql: str) -> list[int]:
 
 
 def test_minute_buckets_survive_a_database_outage(
-    launch: Launcher, pg: PgCluster, gept_db: str, replay: Replay
+    launch: Launcher, pg: PgCluster, gept_db: str, standin: StandIn
 ) -> None:
     """PostgreSQL is stopped for 15 buckets (2-s buckets standing in for minutes) while latest
     (queue of 60) and playercount (queue of 4) keep fetching: latest loses nothing; playercount
     drops exactly its oldest waiting buckets, each counted, and keeps the rest in order."""
     b = 2
     latest = launch.start(
-        "latest", gept_db, replay, interval=b, GEPT_LATEST_BUCKET_SECONDS=b, GEPT_LATEST_QUEUE_MAX_BUCKETS=60
+        "latest", gept_db, standin, interval=b, GEPT_LATEST_BUCKET_SECONDS=b, GEPT_LATEST_QUEUE_MAX_BUCKETS=60
     )
     players = launch.start(
         "playercount",
         gept_db,
-        replay,
+        standin,
         interval=b,
         GEPT_PLAYERCOUNT_BUCKET_SECONDS=b,
         GEPT_PLAYERCOUNT_QUEUE_MAX_BUCKETS=4,
@@ -226,14 +226,14 @@ def test_minute_buckets_survive_a_database_outage(
 
 # -- an API that stalls --------------------------------------------------------------------
 def test_stalled_api_is_a_failure_with_its_age_exported(
-    launch: Launcher, pg: PgCluster, gept_db: str, replay: Replay
+    launch: Launcher, pg: PgCluster, gept_db: str, standin: StandIn
 ) -> None:
     """The API's clock stuck 30 s behind (30 windows): the look-back is measured from the API's
     newest window, so the windows behind it are still stored; but nothing new can be stored,
     so past the stall threshold every cycle is a failure (errors_total{kind="stale"})."""
-    replay.fault("stale", "/5m", delay=30)
+    standin.fault("stale", "/5m", delay=30)
     c = launch.start(
-        "fivemin", gept_db, replay, GEPT_FIVEMIN_LOOKBACK_SECONDS=6, GEPT_FIVEMIN_STALL_SECONDS=5
+        "fivemin", gept_db, standin, GEPT_FIVEMIN_LOOKBACK_SECONDS=6, GEPT_FIVEMIN_STALL_SECONDS=5
     )
     wait_until(lambda: c.metric('gept_fivemin_errors_total{kind="stale"}') >= 2, 30, what="stale cycles")
     m = c.metrics()
@@ -248,7 +248,7 @@ def test_stalled_api_is_a_failure_with_its_age_exported(
     ]
     assert len(stored) >= 6 and stored[-1] < time.time() - 25  # the look-back behind the API's newest
     assert "nothing new to store" in c.output()
-    replay.clear()
+    standin.clear()
     cleared = time.time()
     wait_until(
         lambda: c.metric("gept_fivemin_last_success_timestamp_seconds") > cleared, 30, what="success again"
@@ -263,11 +263,11 @@ def test_rejected_backfill_window_leaves_a_counted_hole_filled_later(
     """windows.py: a window rejected by validation is skipped, later windows are stored (a hole
     behind the newest), the cycle fails and counts it missing, and the next cycle fills it.
     Windows of 5 s and a look-back of 8 windows: the hole stays inside the look-back."""
-    replay = start_replay(tmp_path, 5, 15)
+    standin = start_standin(tmp_path, 5, 15)
     try:
         env = Launcher(pg, tmp_path).env(
             gept_db,
-            replay,
+            standin,
             GEPT_HTTP_RETRIES=1,
             GEPT_FIVEMIN_LOOKBACK_SECONDS=40,
             GEPT_FIVEMIN_METRICS_PORT=0,
@@ -275,7 +275,7 @@ def test_rejected_backfill_window_leaves_a_counted_hole_filled_later(
         c = collector_fivemin.FiveMinCollector(config.load("fivemin", env), registry=CollectorRegistry())
         # the newest window and the oldest pass; the second oldest is truncated on the attempt
         # and on its one retry
-        replay.fault("truncated", "/5m", skip=2, count=2)
+        standin.fault("truncated", "/5m", skip=2, count=2)
         assert c.run_once() is False
         rows = _buckets(pg, gept_db, LEDGER_SQL)
         hole = sorted(set(range(rows[0], rows[-1] + 5, 5)) - set(rows))
@@ -288,7 +288,7 @@ def test_rejected_backfill_window_leaves_a_counted_hole_filled_later(
         assert c.metrics.missing._value.get() == 0
         c.db.close()
     finally:
-        replay.stop()
+        standin.stop()
 
 
 LEDGER_SQL = "SELECT extract(epoch FROM window_start)::bigint FROM collection_windows ORDER BY 1"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 DEFAULT_USER_AGENT = "gept-collectors/1.0 (GePT market-data host; set GEPT_USER_AGENT to name a contact)"
 
-# The real endpoints; the demo host points these at the bundled osrs_replay instead.
+# The real endpoints; the demo host points these at the bundled osrs_standin instead.
 DEFAULT_API_BASE_URL = "https://prices.runescape.wiki/api/v1/osrs"
 DEFAULT_NEWS_RSS_URL = "https://secure.runescape.com/m=news/latest_news.rss?oldschool=true"
 DEFAULT_WIKI_RC_RSS_URL = "https://oldschool.runescape.wiki/w/Special:RecentChanges?feed=rss"

@@ -1,5 +1,5 @@
 """Collectors area: every collector unit and the dashboard active and hardened,
-every metrics endpoint answering, rows arriving from the bundled OSRS API replay (the demo
+every metrics endpoint answering, rows arriving from the bundled OSRS API standin (the demo
 host's base URL), and the systemd-analyze security exposure of each unit printed."""
 
 import json
@@ -36,7 +36,7 @@ def test_unit_active_enabled_and_unprivileged(host, unit):
 
 def test_security_exposure_of_every_unit(host, capsys):
     scores = {}
-    for unit in UNITS + ["gept-osrs-replay"]:
+    for unit in UNITS + ["gept-osrs-standin"]:
         out = host.run(f"systemd-analyze security --no-pager {unit}.service")
         match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", out.stdout)
         assert match, out.stdout + out.stderr
@@ -77,7 +77,7 @@ def test_metrics_endpoint_answers_on_localhost(host, name, port):
 
 
 @pytest.mark.parametrize("name", COLLECTORS)
-def test_rows_arrive_from_the_replay(host, name):
+def test_rows_arrive_from_the_standin(host, name):
     table = TABLES[name]
     count = f"runuser -u postgres -- psql -d gept -Atc 'SELECT count(*) FROM {table}'"
     out = wait_for(host, f"cd /tmp && test $({count}) -gt 0", attempts=45, delay=2)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""osrs_replay: a stand-in for the OSRS Wiki prices API, the OSRS news RSS, the wiki
+"""osrs_standin: a stand-in for the OSRS Wiki prices API, the OSRS news RSS, the wiki
 recent-changes RSS and the OSRS homepage's player count, serving the real formats with
 deterministic, realistic generated data. Standard library only.
 
@@ -19,7 +19,7 @@ collectors' base URL. Paths (base URL for the collectors: http://HOST:PORT/api/v
 Data model (all a pure function of --seed and the wall clock, so answers are reproducible):
   * ~4,000 tradeable items (of ~4,650 in /mapping); some never traded (absent from /latest).
   * Prices follow a per-item multi-scale random walk (hashed value noise), so any window of
-    any time can be served in O(items) without replaying history.
+    any time can be served in O(items) without standining history.
   * Each window an item trades with an item-specific probability; a side not traded in a
     window has a null average price and volume 0, exactly as the real API does.
   * /5m and /1h without ?timestamp answer the newest closed window; a window that has not
@@ -388,7 +388,7 @@ class Faults:
             return [dict(f) for f in self._faults]
 
 
-class Replay(ThreadingHTTPServer):
+class StandIn(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
@@ -424,9 +424,9 @@ class Replay(ThreadingHTTPServer):
 
 
 class Handler(BaseHTTPRequestHandler):
-    server: Replay
+    server: StandIn
     protocol_version = "HTTP/1.1"
-    server_version = "osrs-replay/1.0"
+    server_version = "osrs-standin/1.0"
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  (base-class signature)
         if self.server.control:  # quiet in tests; the access log is the journal in the demo host
@@ -619,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
     market = Market(
         args.seed, args.items, args.mapping_items, args.window_5m, args.window_1h, args.publish_delay
     )
-    server = Replay((args.host, args.port), market, faults, args.control)
+    server = StandIn((args.host, args.port), market, faults, args.control)
     port = server.server_address[1]
     if args.port_file:
         with open(args.port_file, "w", encoding="utf-8") as fh:
@@ -631,7 +631,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     print(
-        f"osrs_replay listening on http://{args.host}:{port}{API_PREFIX} (seed {args.seed}, "
+        f"osrs_standin listening on http://{args.host}:{port}{API_PREFIX} (seed {args.seed}, "
         f"{len(market.tradeable)} items, windows {args.window_5m}s/{args.window_1h}s)",
         flush=True,
     )

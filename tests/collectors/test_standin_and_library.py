@@ -1,4 +1,4 @@
-"""The replay API serves the real formats and its faults; the library's HTTP client, config
+"""The standin API serves the real formats and its faults; the library's HTTP client, config
 and validators behave on them. No database needed."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from collectors_support import COLLECTORS_DIR, USER_AGENT, Replay
+from collectors_support import COLLECTORS_DIR, USER_AGENT, StandIn
 from prometheus_client import CollectorRegistry
 
 sys.path.insert(0, str(COLLECTORS_DIR))
@@ -18,11 +18,11 @@ from gept_collectors.metrics import CollectorMetrics  # noqa: E402
 from gept_collectors.shutdown import Shutdown  # noqa: E402
 
 
-def client(replay: Replay, **env: str) -> tuple[HttpClient, CollectorMetrics]:
+def client(standin: StandIn, **env: str) -> tuple[HttpClient, CollectorMetrics]:
     base = {
         "GEPT_DB_PASSWORD": "x",
         "GEPT_USER_AGENT": USER_AGENT,
-        "GEPT_API_BASE_URL": replay.api,
+        "GEPT_API_BASE_URL": standin.api,
         "GEPT_HTTP_TIMEOUT_SECONDS": "1",
         "GEPT_HTTP_RETRIES": "2",
         "GEPT_HTTP_BACKOFF_BASE_SECONDS": "0.05",
@@ -36,80 +36,82 @@ def count(metrics: CollectorMetrics, status: str) -> float:
     return metrics.requests.labels(status)._value.get()
 
 
-def test_replay_formats(replay: Replay) -> None:
-    code, body = replay.get("/api/v1/osrs/5m")
+def test_standin_formats(standin: StandIn) -> None:
+    code, body = standin.get("/api/v1/osrs/5m")
     doc = json.loads(body)
-    assert code == 200 and doc["timestamp"] % replay.window_5m == 0
+    assert code == 200 and doc["timestamp"] % standin.window_5m == 0
     assert 1600 <= len(doc["data"]) <= 4000
     assert all(k.isdigit() for k in doc["data"])
     nulls = [v for v in doc["data"].values() if v["avgHighPrice"] is None]
     assert nulls and all(v["highPriceVolume"] == 0 for v in nulls)
-    latest = json.loads(replay.get("/api/v1/osrs/latest")[1])["data"]
-    mapping = json.loads(replay.get("/api/v1/osrs/mapping")[1])
+    latest = json.loads(standin.get("/api/v1/osrs/latest")[1])["data"]
+    mapping = json.loads(standin.get("/api/v1/osrs/mapping")[1])
     assert len(mapping) == 4650 and len(latest) < 4000  # never-traded items are absent from /latest
     assert any("limit" not in m for m in mapping) and any("highalch" not in m for m in mapping)
     assert any(v["high"] is None and v["highTime"] is None for v in latest.values())
     item = next(iter(latest))
-    series = json.loads(replay.get(f"/api/v1/osrs/timeseries?timestep=1h&id={item}")[1])["data"]
+    series = json.loads(standin.get(f"/api/v1/osrs/timeseries?timestep=1h&id={item}")[1])["data"]
     assert 0 < len(series) <= 365 and all(p["timestamp"] % 3600 == 0 for p in series)
     # the window not yet closed is empty; the same window twice is the same (deterministic)
-    future = (int(time.time()) // replay.window_5m + 5) * replay.window_5m
-    assert json.loads(replay.get(f"/api/v1/osrs/5m?timestamp={future}")[1])["data"] == {}
-    t = doc["timestamp"] - 10 * replay.window_5m
-    assert replay.get(f"/api/v1/osrs/5m?timestamp={t}")[1] == replay.get(f"/api/v1/osrs/5m?timestamp={t}")[1]
-    assert replay.get(f"/api/v1/osrs/5m?timestamp={t + 1}")[0] == (200 if replay.window_5m == 1 else 400)
-    assert "There are currently" in replay.get("/")[1].decode()
+    future = (int(time.time()) // standin.window_5m + 5) * standin.window_5m
+    assert json.loads(standin.get(f"/api/v1/osrs/5m?timestamp={future}")[1])["data"] == {}
+    t = doc["timestamp"] - 10 * standin.window_5m
+    assert (
+        standin.get(f"/api/v1/osrs/5m?timestamp={t}")[1] == standin.get(f"/api/v1/osrs/5m?timestamp={t}")[1]
+    )
+    assert standin.get(f"/api/v1/osrs/5m?timestamp={t + 1}")[0] == (200 if standin.window_5m == 1 else 400)
+    assert "There are currently" in standin.get("/")[1].decode()
 
 
 @pytest.mark.parametrize("agent", ["python-requests/2.32", "curl/8.5.0", "Python-urllib/3.11", ""])
-def test_replay_blocks_generic_user_agents(replay: Replay, agent: str) -> None:
-    assert replay.get("/api/v1/osrs/latest", agent=agent)[0] == 403
+def test_standin_blocks_generic_user_agents(standin: StandIn, agent: str) -> None:
+    assert standin.get("/api/v1/osrs/latest", agent=agent)[0] == 403
 
 
-def test_retries_429_then_succeeds(replay: Replay) -> None:
-    replay.fault("429", "/latest", count=2)
-    http, m = client(replay)
+def test_retries_429_then_succeeds(standin: StandIn) -> None:
+    standin.fault("429", "/latest", count=2)
+    http, m = client(standin)
     data = http.fetch(http.url("latest"), validate.parse_json)
     assert data["data"] and count(m, "429") == 2 and count(m, "200") == 1
 
 
-def test_gives_up_after_retries_on_500(replay: Replay) -> None:
-    replay.fault("500", "/latest")
-    http, m = client(replay)
+def test_gives_up_after_retries_on_500(standin: StandIn) -> None:
+    standin.fault("500", "/latest")
+    http, m = client(standin)
     with pytest.raises(FetchError):
         http.fetch(http.url("latest"), validate.parse_json)
     assert count(m, "500") == 3 and m.errors.labels("http")._value.get() == 1
 
 
-def test_slow_answer_times_out(replay: Replay) -> None:
-    replay.fault("slow", "/latest", count=1, delay=3)
-    http, m = client(replay)
+def test_slow_answer_times_out(standin: StandIn) -> None:
+    standin.fault("slow", "/latest", count=1, delay=3)
+    http, m = client(standin)
     assert http.fetch(http.url("latest"), validate.parse_json)["data"]
     assert count(m, "timeout") == 1 and count(m, "200") == 1
 
 
-def test_truncated_json_is_rejected_whole(replay: Replay) -> None:
+def test_truncated_json_is_rejected_whole(standin: StandIn) -> None:
     """An invalid 200 is retried like a 5xx, a bounded number of times (GEPT_HTTP_RETRIES=2)."""
-    replay.fault("truncated", "/5m")
-    http, m = client(replay)
+    standin.fault("truncated", "/5m")
+    http, m = client(standin)
     with pytest.raises(validate.ValidationError):
-        http.fetch(http.url("5m"), lambda b: validate.window(b, replay.window_5m))
+        http.fetch(http.url("5m"), lambda b: validate.window(b, standin.window_5m))
     assert count(m, "invalid") == 3 and count(m, "200") == 0
     assert m.errors.labels("validation")._value.get() == 1  # one failure reached the caller
 
 
-def test_truncated_json_once_is_healed_by_a_retry(replay: Replay) -> None:
-    replay.fault("truncated", "/5m", count=1)
-    http, m = client(replay)
-    _, rows = http.fetch(http.url("5m"), lambda b: validate.window(b, replay.window_5m))
+def test_truncated_json_once_is_healed_by_a_retry(standin: StandIn) -> None:
+    standin.fault("truncated", "/5m", count=1)
+    http, m = client(standin)
+    _, rows = http.fetch(http.url("5m"), lambda b: validate.window(b, standin.window_5m))
     assert rows and count(m, "invalid") == 1 and count(m, "200") == 1
     assert m.errors.labels("validation")._value.get() == 0
 
 
-def test_null_prices_fault_validates(replay: Replay) -> None:
-    replay.fault("null_prices", "/5m", count=1)
-    http, _ = client(replay)
-    _, rows = http.fetch(http.url("5m"), lambda b: validate.window(b, replay.window_5m))
+def test_null_prices_fault_validates(standin: StandIn) -> None:
+    standin.fault("null_prices", "/5m", count=1)
+    http, _ = client(standin)
+    _, rows = http.fetch(http.url("5m"), lambda b: validate.window(b, standin.window_5m))
     assert rows and all(r[2] is None and r[3] == 0 for r in rows)
 
 
