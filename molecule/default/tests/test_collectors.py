@@ -163,3 +163,13 @@ def test_sigterm_stops_a_collector_quickly(host):
     assert out.rc == 0, out.stderr
     assert int(out.stdout.strip().splitlines()[-1]) < 5000
     assert_running(host, "gept-collector-latest")
+
+
+def test_the_earlier_names_unit_is_gone(host):
+    """prepare.yml left the stand-in running under its earlier name (gept-osrs-replay, on the
+    same port); site.yml removed it, its directory and user, and runs gept-osrs-standin."""
+    assert not host.file("/etc/systemd/system/gept-osrs-replay.service").exists
+    assert host.run("systemctl is-active gept-osrs-replay.service").stdout.strip() != "active"
+    assert not host.file("/opt/gept/osrs_replay").exists
+    assert not host.user("gept-replay").exists
+    assert host.service("gept-osrs-standin").is_running
