@@ -51,6 +51,8 @@ apt-get install -y -qq --no-install-recommends -o Dpkg::Options::=--force-unsafe
 [ -d "/etc/postgresql/$PG_MAJOR/main" ] || pg_createcluster "$PG_MAJOR" main >/dev/null
 printf '%s\n' "$CONF" > "/etc/postgresql/$PG_MAJOR/main/conf.d/90-gept-test.conf"
 echo "host all all 0.0.0.0/0 scram-sha-256" >> "/etc/postgresql/$PG_MAJOR/main/pg_hba.conf"
+# The caller's own step (root, cluster created and stopped), e.g. the data directory moved.
+[ -z "${SETUP:-}" ] || bash -euo pipefail -c "$SETUP"
 pg_ctlcluster "$PG_MAJOR" main start
 runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -v pw="$PGPASS" <<'SQL'
 ALTER ROLE postgres PASSWORD :'pw';
@@ -126,8 +128,17 @@ class Server:
         return self.params(dbname)
 
 
-def start(name: str, settings: dict[str, str] | None = None, version: str = VERSION) -> Server:
-    """Start the container `name` and return the running server (raises Unavailable)."""
+def start(
+    name: str,
+    settings: dict[str, str] | None = None,
+    version: str = VERSION,
+    docker_args: tuple[str, ...] = (),
+    setup: str = "",
+) -> Server:
+    """Start the container `name` and return the running server (raises Unavailable).
+    `docker_args`: extra `docker run` options (e.g. a capability); `setup`: a shell script run
+    as root in the container once the cluster exists, before it first starts (e.g. to put its
+    data directory on a filesystem of its own; PG_MAJOR is set)."""
     if shutil.which("docker") is None:
         raise Unavailable("docker not installed (scripts/setup-controller.sh installs it)")
     deb = package(version)
@@ -146,7 +157,7 @@ def start(name: str, settings: dict[str, str] | None = None, version: str = VERS
     password = secrets.token_urlsafe(18)
     # The default (64 MB) /dev/shm is too small for parallel hash joins over big tables.
     _docker(
-        "run", "-d", "--name", name, "--shm-size", "1g",
+        "run", "-d", "--name", name, "--shm-size", "1g", *docker_args,
         "-v", f"{deb.parent}:/srv/timescaledb:ro",
         IMAGE, "sleep", "infinity",
     )  # fmt: skip
@@ -154,7 +165,7 @@ def start(name: str, settings: dict[str, str] | None = None, version: str = VERS
         _docker(
             "exec", "-i",
             "-e", f"PG_MAJOR={PG_MAJOR}", "-e", f"DEB=/srv/timescaledb/{deb.name}",
-            "-e", f"PGPASS={password}",
+            "-e", f"PGPASS={password}", "-e", f"SETUP={setup}",
             "-e", "CONF=" + "\n".join(f"{k} = '{v}'" for k, v in conf.items()),
             name, "bash", "-s",
             stdin=INSTALL, timeout=600,

@@ -8,10 +8,12 @@ disk check sees the real data filesystem, and a kill is a real SIGKILL."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
 import time
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +31,12 @@ DAY = 86400
 
 @pytest.fixture(scope="module")
 def server() -> timescaledb.Server:
-    server = timescaledb.shared()
-    # The script's one dependency on the host (the role installs python3-psycopg2 there).
+    return install(timescaledb.shared())
+
+
+def install(server: timescaledb.Server) -> timescaledb.Server:
+    """gept_history.py and its one dependency on the server's host (the role installs
+    python3-psycopg2 there)."""
     subprocess.run(
         [
             "docker",
@@ -484,3 +490,226 @@ def test_hypertable_deduplicated_keyed_and_compressed_in_place(server: timescale
     assert scalar(server, db, "SELECT sum(n) FROM hourly") == len(before)
     code, again, out = run(server, db, "move")
     assert code == 0 and again["changed"] is False, out
+
+
+# The cluster's whole directory (WAL included) on a tmpfs of its own, mounted inside the
+# container before the cluster first starts: the filesystem the move's Disk class watches,
+# resizable with `mount -o remount,size=`.
+DATA_DIR = f"/var/lib/postgresql/{timescaledb.PG_MAJOR}/main"
+ON_TMPFS = f"""
+d={DATA_DIR}
+mv "$d" "$d.initdb"
+mkdir "$d"
+mount -t tmpfs -o size=3g,mode=0700 gept-history-data "$d"
+chown postgres:postgres "$d"
+cp -a "$d.initdb/." "$d/"
+rm -rf "$d.initdb"
+"""
+# The filesystem's used bytes sampled every 20 ms until the stop file appears (at most
+# 200000 samples); prints the largest.
+SAMPLER = """
+import os, sys, time
+path, stop, peak = sys.argv[1], sys.argv[2], 0
+for _ in range(200000):
+    s = os.statvfs(path)
+    peak = max(peak, (s.f_blocks - s.f_bfree) * s.f_frsize)
+    if os.path.exists(stop):
+        break
+    time.sleep(0.02)
+print(peak)
+"""
+# Count and an order-independent checksum of rows: one per key is what the keyed table keeps
+# (the row stored first among duplicates).
+FINGERPRINT = (
+    "SELECT count(*), count(DISTINCT (item_id, \"timestamp\")), coalesce(sum(('x' || left(md5(row("
+    + VALUES
+    + ")::text), 15))::bit(60)::bigint), 0) FROM ({rows}) r"
+)
+FIRST_STORED = (
+    f'SELECT DISTINCT ON (item_id, "timestamp") {VALUES} FROM price_data_5min'
+    ' ORDER BY item_id, "timestamp", ctid'
+)
+
+
+def usage(server: timescaledb.Server) -> tuple[int, int]:
+    """(total, used) bytes of the data directory's filesystem, as the move's Disk class sees it."""
+    out = subprocess.run(
+        [
+            "docker",
+            "exec",
+            server.name,
+            "python3",
+            "-c",
+            f"import shutil; u = shutil.disk_usage('{DATA_DIR}'); print(u.total, u.used)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    return int(out[0]), int(out[1])
+
+
+def sql(server: timescaledb.Server, db: str, *statements: str, params: Any = None) -> Any:
+    """Run `statements` as postgres in one autocommit session; the last one's first row."""
+    with closing(connect(server, db)) as conn, conn.cursor() as cur:
+        for statement in statements:
+            cur.execute(statement, params if statement is statements[-1] else None)
+        return cur.fetchone() if cur.description else None
+
+
+@contextmanager
+def peak_used(server: timescaledb.Server, tag: str) -> Iterator[list[int]]:
+    """The data filesystem's largest used bytes while the block runs (sampled every 20 ms in
+    the container), appended to the yielded list at its end."""
+    stop_file = f"/tmp/{tag}.stop"  # noqa: S108  (inside the throwaway container)
+    sampler = subprocess.Popen(  # noqa: S603
+        ["docker", "exec", server.name, "python3", "-c", SAMPLER, DATA_DIR, stop_file],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    peak: list[int] = []
+    try:
+        yield peak
+    finally:
+        subprocess.run(["docker", "exec", server.name, "touch", stop_file], check=True)
+        peak.append(int(sampler.communicate(timeout=60)[0]))
+
+
+def test_move_completes_on_a_filesystem_too_small_for_migrate_data() -> None:
+    """The proof the move's design rests on: on a data filesystem whose free space is well
+    below what an in-place create_hypertable(migrate_data => true) of the same table takes
+    (measured here on an identical copy, not estimated), the move finishes under the
+    threshold with every original key and value."""
+    name = f"gept-timescaledb-history-fit-{os.getpid()}"
+    t0 = time.monotonic()
+    try:
+        server = timescaledb.start(
+            name,
+            # Bounded WAL (production's full-page writes on): WAL is part of what both need.
+            settings={"max_wal_size": "64MB", "min_wal_size": "32MB", "full_page_writes": "on"},
+            docker_args=("--cap-add", "SYS_ADMIN"),
+            setup=ON_TMPFS,
+        )
+    except timescaledb.Unavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        install(server)
+        times = {"server": time.monotonic() - t0}
+        db, probe = "history_fit", "history_fit_migrate_data"
+        t0 = time.monotonic()
+        build(server, db, days=1)
+        # The bulk: 300 more items over 30 days of 5-minute windows before it, prices with noise
+        # and gaps (NULL) as traded items have, written window after window as the collectors
+        # did; then duplicates of about one row in 80.
+        first = int(
+            scalar(server, db, 'SELECT extract(epoch FROM min("timestamp"))::bigint FROM price_data_5min')
+        )
+        sql(
+            server,
+            db,
+            "SELECT setseed(0.15)",
+            "INSERT INTO price_data_5min SELECT i, to_timestamp(w),"
+            " CASE WHEN random() < 0.08 THEN NULL ELSE 100 * i + (random() * 40)::int END,"
+            " (random() * 500)::int,"
+            " CASE WHEN random() < 0.08 THEN NULL ELSE 97 * i + (random() * 40)::int END,"
+            " (random() * 500)::int"
+            " FROM generate_series(%(first)s - 30 * 86400, %(first)s - 300, 300) w,"
+            " generate_series(41, 340) i",
+            params={"first": first},
+        )
+        sql(
+            server,
+            db,
+            f"INSERT INTO price_data_5min SELECT {VALUES} FROM price_data_5min"
+            ' WHERE item_id % 13 = 0 AND extract(minute FROM "timestamp") IN (0, 30)',
+        )
+        sql(server, db, "ANALYZE price_data_5min")
+        dups = surplus(server, db)
+        expected = sql(server, db, "SET work_mem = '512MB'", FINGERPRINT.format(rows=FIRST_STORED))
+        table_bytes = scalar(server, db, "SELECT pg_total_relation_size('price_data_5min')")
+        assert dups > 10000 and expected[0] > 2_000_000, (dups, expected)
+        times["load"] = time.monotonic() - t0
+
+        # What an in-place migrate_data takes: measured on an identical copy of the database.
+        t0 = time.monotonic()
+        sql(server, "postgres", f'CREATE DATABASE "{probe}" TEMPLATE "{db}" STRATEGY FILE_COPY', "CHECKPOINT")
+        _, probe_before = usage(server)
+        with peak_used(server, probe) as probe_peak:
+            sql(
+                server,
+                probe,
+                "SELECT create_hypertable('price_data_5min', by_range('timestamp', interval '1 day'),"
+                " migrate_data => true)",
+            )
+        assert scalar(server, probe, "SELECT count(*) FROM show_chunks('price_data_5min')") > 30
+        need = probe_peak[0] - probe_before
+        sql(server, "postgres", f'DROP DATABASE "{probe}"', "CHECKPOINT")
+        sql(server, "postgres", "CHECKPOINT")
+        times["migrate_data"] = time.monotonic() - t0
+
+        # The data filesystem shrunk so that its free space is 80 % of that need.
+        _, used = usage(server)
+        size = (used + int(need * 0.8)) // 4096 * 4096
+        subprocess.run(
+            ["docker", "exec", server.name, "mount", "-o", f"remount,size={size}", DATA_DIR],
+            check=True,
+            capture_output=True,
+        )
+        total, used = usage(server)
+        free = total - used
+        mb = 1e6
+        print(
+            f"\nprice_data_5min {expected[0]} keys + {dups} duplicates, {table_bytes / mb:.0f} MB with"
+            f" indexes; migrate_data in place took {need / mb:.0f} MB more at its peak; the data"
+            f" filesystem shrunk to {total / mb:.0f} MB, {used / mb:.0f} MB used, {free / mb:.0f} MB"
+            f" free ({100 * free / need:.0f} % of migrate_data's need)"
+        )
+        assert need > table_bytes / 2, (need, table_bytes)
+        assert free < need * 0.9, (free, need)
+
+        t0 = time.monotonic()
+        with peak_used(server, "history_fit_move") as move_peak:
+            code, result, out = run(
+                server,
+                db,
+                "move",
+                "--chunk-interval",
+                "1 day",
+                "--compress-after",
+                "2 days",
+                "--max-disk-percent",
+                "90",
+                "--pause-seconds",
+                "0",
+                timeout=1800,
+            )
+        times["move"] = time.monotonic() - t0
+        assert code == 0, out
+        assert result["phase"] == "done", result
+        assert result["disk_total_bytes"] == total
+        before, after = result["disk_used_before"], result["disk_used_after"]
+        print(
+            f"the move: {result['intervals']} intervals, {result['moved_rows']} rows moved,"
+            f" {result['duplicate_rows']} duplicates left out; peak {(move_peak[0] - before) / mb:.0f} MB"
+            f" over its start sampled every 20 ms ({(result['disk_used_peak'] - before) / mb:.0f} MB by"
+            f" its own 1 s sampling), {100 * move_peak[0] / total:.1f} % of the filesystem (threshold"
+            f" 90 %); {free / mb:.0f} MB were free, migrate_data needed {need / mb:.0f} MB; finally"
+            f" {after / mb:.0f} MB used vs {before / mb:.0f} MB before; seconds: "
+            + ", ".join(f"{k} {v:.0f}" for k, v in times.items())
+        )
+        assert max(move_peak[0], result["disk_used_peak"]) <= total * 0.9, (move_peak, result)
+        assert move_peak[0] - before < free < need, (move_peak, before, free, need)
+        assert after < before, result
+        assert result["duplicate_rows"] == dups, out
+        assert result["moved_rows"] == expected[0]
+        assert sql(server, db, FINGERPRINT.format(rows=f"SELECT {VALUES} FROM price_data_5min")) == expected
+        assert surplus(server, db) == 0
+        compressed = scalar(
+            server,
+            db,
+            "SELECT count(*) FROM timescaledb_information.chunks"
+            " WHERE hypertable_name = 'price_data_5min' AND is_compressed",
+        )
+        assert compressed >= 25, compressed
+    finally:
+        timescaledb.stop(name)
