@@ -1,6 +1,7 @@
-"""Alertmanager and Grafana configuration, rendered on the controller by the roles' own
-templates (tests/monitoring/render.yml): amtool accepts it and routes by severity; Grafana's
-provisioning files parse and define the datasources the dashboards reference."""
+"""Alertmanager and Grafana configuration, rendered on the controller by the roles' own task files
+(tests/monitoring/render.yml: tasks/render_config.yml of each role): amtool accepts it and routes
+by severity; Grafana's provisioning files parse and define the datasources the dashboards
+reference."""
 
 from __future__ import annotations
 

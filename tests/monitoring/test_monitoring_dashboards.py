@@ -18,20 +18,18 @@ from monitoring_lib import REPO, load_yaml, require_tool
 from support.monitoring import dashboard_names
 
 DASHBOARDS = dashboard_names()
-# Provisioned datasources, read from the grafana role's defaults and template.
-GRAFANA_DEFAULTS = load_yaml(REPO / "roles/grafana/defaults/main.yml")
-DATASOURCE_TEMPLATE_PATH = REPO / "roles/grafana/templates/etc/grafana/provisioning/datasources/gept.yml.j2"
-DATASOURCE_TEMPLATE = DATASOURCE_TEMPLATE_PATH.read_text(encoding="utf-8")
 GRAFANA_VARS = load_yaml(REPO / "roles/grafana/vars/main.yml")
 # Grafana's built-in interval variables -> a duration promtool can parse.
 GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h"}
 
 
-def _datasources() -> dict[str, str]:
-    """uid -> type of each provisioned datasource."""
-    types = re.findall(r"(?m)^\s+uid: \{\{ (\w+) \}\}\n\s+type: (\S+)$", DATASOURCE_TEMPLATE)
-    assert types, "no datasources found in the provisioning template"
-    return {GRAFANA_DEFAULTS[var]: kind for var, kind in types}
+def _datasources(rendered: Path) -> dict[str, str]:
+    """uid -> type of each datasource the grafana role provisions (its provisioning file as
+    tests/monitoring/render.yml renders it through the role's tasks/render_config.yml)."""
+    provisioning = load_yaml(rendered / "grafana/provisioning/datasources/gept.yml")
+    types = {d["uid"]: d["type"] for d in provisioning["datasources"]}
+    assert types, "no datasources in the provisioning file"
+    return types
 
 
 def _panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
@@ -78,8 +76,8 @@ def test_dashboard_uids_and_titles_are_unique(monitoring_rendered: tuple[Path, P
 
 
 @pytest.mark.parametrize("name", DASHBOARDS)
-def test_datasource_references_resolve(path: Path):
-    provisioned = _datasources()
+def test_datasource_references_resolve(path: Path, rendered: Path):
+    provisioned = _datasources(rendered)
     for panel in _panels(_load(path)):
         if panel["type"] == "row":
             continue

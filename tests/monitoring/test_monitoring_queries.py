@@ -1,10 +1,11 @@
-"""postgres_exporter's custom queries, rendered by the role's template for each TimescaleDB
-edition, run against the real full-edition engine (PostgreSQL 17 + TimescaleDB incl. TSL in a
-throwaway container, tests/support/timescaledb.py): every
-query executes, returns the columns its metrics name, and the values mean what the metric says
-(newest-row time, sizes, chunk counts, compression before > after, job rows, schema version).
-The Apache-edition file must not reference anything full-edition-only. (The Molecule host runs
-the Apache-edition file through the real exporter against Debian's TimescaleDB.)"""
+"""postgres_exporter's custom queries, rendered by the role's own task file
+(tasks/render_queries.yml, through tests/monitoring/render.yml) for each TimescaleDB edition, run
+against the real full-edition engine (PostgreSQL 17 + TimescaleDB incl. TSL in a throwaway
+container, tests/support/timescaledb.py): every query executes, returns the columns its metrics
+name, and the values mean what the metric says (newest-row time, sizes, chunk counts, compression
+before > after, job rows, schema version). The Apache-edition file must not reference anything
+full-edition-only. (The Molecule host runs the Apache-edition file through the real exporter
+against Debian's TimescaleDB.)"""
 
 from __future__ import annotations
 
