@@ -1,7 +1,9 @@
 """The price history move on the live server (molecule scenario `live`, after converge.yml's
 playbooks/adopt_price_history.yml): price_data_5min, the seed's keyless table with duplicates,
 is a keyed, compressed hypertable; the move's ledger (public.gept_history_state/_intervals)
-holds what it counted and the disk it used. The other checks of the same data (every original
+holds what it counted and the disk it used; the move was killed with SIGKILL part-way (converge.yml
+records the ledger at the kill in /srv/live-test/history-killed.json) and the playbook resumed it.
+The other checks of the same data (every original
 row with equal values, no 5-minute window missing, ML tables unchanged, the inference stand-in
 without an error or a stale read across the whole run, the move included) are test_live.py's."""
 
@@ -9,10 +11,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
-from live_support import BEFORE, psql
+from live_support import BEFORE, STATE, psql
 
 _spec = importlib.util.spec_from_file_location(
     "gept_status", Path(__file__).resolve().parents[3] / "roles/status/files/gept-status.py"
@@ -142,3 +145,57 @@ def test_a_rerun_changes_nothing(host):
     )
     assert out.rc == 0, out.stdout + out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1])["changed"] is False
+
+
+def test_killed_mid_move_and_resumed_each_interval_verified_once(host):
+    killed = json.loads(host.file(f"{STATE}/history-killed.json").content_string)
+    at = killed["status_at_kill"]
+    print(
+        f"at the kill: unit {killed['unit_before_kill']} -> {killed['unit_after_kill']}, "
+        f"phase {at['phase']}, "
+        f"intervals verified {at['intervals_done']}/{at['intervals']}, {at['moved_rows']} rows moved"
+    )
+    assert not killed["finished_before_kill"], f"the move had finished before the kill: {killed}"
+    assert killed["killed"] and killed["unit_before_kill"] == "active", killed
+    assert at["phase"] == "moving" and 0 < at["intervals_done"] < at["intervals"], killed
+    # The unit really died of the signal, and the playbook started it a second time.
+    journal = host.run("journalctl -u gept-price-history.service --no-pager --output=cat").stdout
+    assert "status=9/KILL" in journal, journal[-3000:]
+    assert len(re.findall(r"Started gept-price-history\.service", journal)) == 2, journal[-3000:]
+    # After the resume every interval is verified, those verified before the kill not again
+    # (their verification time unchanged), the others after it; each progress line once.
+    now = json.loads(
+        psql(
+            host,
+            """SELECT json_agg(json_build_object('range_start', extract(epoch FROM range_start)::text,
+                                                 'verified_at', extract(epoch FROM verified_at)::text)
+                               ORDER BY range_start)
+                 FROM gept_history_intervals WHERE table_name = 'price_data_5min'""",
+        )
+    )
+    before = {i["range_start"]: i["verified_at"] for i in killed["ledger_at_kill"]["intervals"]}
+    assert [i["range_start"] for i in now] == list(before) and len(now) == at["intervals"]
+    assert sum(v is not None for v in before.values()) == at["intervals_done"]
+    for i in now:
+        was = before[i["range_start"]]
+        assert i["verified_at"] is not None, i
+        if was is not None:
+            assert i["verified_at"] == was, f"verified again after the kill: {i}"
+        else:
+            assert float(i["verified_at"]) > float(killed["ledger_at_kill"]["at"]), i
+    label = r"interval \d+/\d+ [^:]+:\d\d\.\.[^:]+:\d\d"
+    moved = re.findall(rf"^gept-history: ({label}): \d+ rows ", journal, re.M)
+    print(f"progress lines: {moved}")
+    assert len(moved) == len(set(moved)), moved
+    # The totals after the resume: every row of the original counted, moved or counted a duplicate.
+    out = host.run(
+        "runuser -u postgres -- python3 /usr/local/lib/gept-timescaledb/gept_history.py status "
+        "--dbname osrs_data"
+    )
+    done = json.loads(out.stdout.strip().splitlines()[-1])
+    print(
+        f"after the resume: {done['intervals_done']}/{done['intervals']} intervals, {done['old_rows']} rows, "
+        f"{done['duplicate_rows']} duplicates, {done['moved_rows']} moved"
+    )
+    assert done["phase"] == "done" and done["intervals_done"] == done["intervals"] == at["intervals"]
+    assert done["old_rows"] == done["moved_rows"] + done["duplicate_rows"] > at["old_rows"] > 0
